@@ -1,0 +1,46 @@
+# cpweb: `make run` starts the demo, `make test` runs every check. Both set up
+# .venv from pyproject.toml first (again whenever pyproject.toml changes).
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+HASH := $(shell cat pyproject.toml | sha1sum | cut -c1-12)
+RUN_STAMP := $(VENV)/.run-$(HASH)
+DEV_STAMP := $(VENV)/.dev-$(HASH)
+# Only for the demo on 127.0.0.1; set your own in any real deployment.
+DEMO_ENV := CP_API_TOKEN=$${CP_API_TOKEN:-cpweb-demo-api-token}
+
+.PHONY: run test lint typecheck bench-smoke clean
+
+$(RUN_STAMP):
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(DEV_STAMP): $(RUN_STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+run: $(RUN_STAMP)
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py collectstatic --noinput -v0
+	$(DEMO_ENV) $(BIN)/python manage.py demo_setup
+	$(DEMO_ENV) $(BIN)/daphne -b 127.0.0.1 -p 8000 cpweb.asgi:application
+
+lint: $(DEV_STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(DEV_STAMP)
+	$(BIN)/mypy
+
+test: lint typecheck
+	$(BIN)/pytest
+
+bench-smoke: $(DEV_STAMP)
+	$(BIN)/python bench/identify_bench.py --contacts 20000 --samples 2000
+	$(BIN)/python bench/import_bench.py --rows 20000
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,207 @@
+"""cpweb settings: every deployment knob is an environment variable (SPEC §7).
+
+The defaults give the embedded setup a newcomer runs: SQLite and the in-memory
+channel layer, one process. ``DATABASE_URL`` and ``REDIS_URL`` move it to
+PostgreSQL and Redis. A bad value stops start-up with an error naming the
+variable.
+"""
+
+import secrets
+from pathlib import Path
+
+import dj_database_url
+import phonenumbers
+from django.core.exceptions import ImproperlyConfigured, ValidationError
+from django.core.validators import URLValidator
+
+from cpweb.env import env_bool, env_choice, env_list, env_mapping, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env_str("CPWEB_VAR_DIR", str(BASE_DIR / "var")))
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def _url_setting(name: str, default: str = "") -> str:
+    value = env_str(name, default)
+    if value:
+        try:
+            URLValidator(schemes=["http", "https"])(value)
+        except ValidationError as exc:
+            raise ImproperlyConfigured(f"{name} must be an http(s) URL (got {value!r})") from exc
+    return value
+
+
+def _secret_key() -> str:
+    key = env_str("DJANGO_SECRET_KEY")
+    if key:
+        return key
+    # No key given: keep a random one in var/ so sessions survive restarts of
+    # the embedded setup without anyone ever shipping a well-known key.
+    path = VAR_DIR / "secret_key"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(50))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+DEBUG = env_bool("DJANGO_DEBUG", False)
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "channels",
+    "phonenumber_field",
+    "directory",
+    "chat",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "cpweb.urls"
+ASGI_APPLICATION = "cpweb.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database ---------------------------------------------------------------
+
+DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'cpweb.sqlite3'}")
+try:
+    _database = dj_database_url.parse(DATABASE_URL)
+except Exception as exc:  # dj_database_url raises several exception types
+    raise ImproperlyConfigured(f"DATABASE_URL is not a valid database URL: {exc}") from exc
+if _database["ENGINE"] == "django.db.backends.sqlite3":
+    _database["OPTIONS"] = {
+        # WAL lets readers run while a writer commits; IMMEDIATE takes the
+        # write lock at BEGIN so concurrent writers queue instead of failing.
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+    }
+elif _database["ENGINE"] != "django.db.backends.postgresql":
+    raise ImproperlyConfigured(
+        f"DATABASE_URL must be sqlite:///PATH or postgres://… (got engine {_database['ENGINE']})"
+    )
+DATABASES = {"default": _database}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Channel layer ----------------------------------------------------------
+
+REDIS_URL = env_str("REDIS_URL")
+if REDIS_URL:
+    if not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
+        raise ImproperlyConfigured(f"REDIS_URL must be a redis:// URL (got {REDIS_URL!r})")
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL]},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# --- Auth, i18n, static -----------------------------------------------------
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/console/"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATIC_ROOT = VAR_DIR / "static"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": env_str("CP_LOG_LEVEL", "INFO")},
+}
+
+# --- cpweb ------------------------------------------------------------------
+
+CP_MODE = env_choice("CP_MODE", ["standalone", "crm"], "standalone")
+
+CP_DEFAULT_REGION = env_str("CP_DEFAULT_REGION", "US").upper()
+if CP_DEFAULT_REGION not in phonenumbers.SUPPORTED_REGIONS:
+    raise ImproperlyConfigured(
+        f"CP_DEFAULT_REGION must be an ISO 3166 alpha-2 country code known to phonenumbers "
+        f"(got {CP_DEFAULT_REGION!r})"
+    )
+PHONENUMBER_DEFAULT_REGION = CP_DEFAULT_REGION
+PHONENUMBER_DB_FORMAT = "E164"
+
+CP_API_TOKEN = env_str("CP_API_TOKEN")
+
+WEBCHAT_IDENTITY_SECRET = env_str("WEBCHAT_IDENTITY_SECRET")
+WEBCHAT_REQUIRE_VERIFIED = env_bool("WEBCHAT_REQUIRE_VERIFIED", False)
+if WEBCHAT_REQUIRE_VERIFIED and not WEBCHAT_IDENTITY_SECRET:
+    raise ImproperlyConfigured(
+        "WEBCHAT_REQUIRE_VERIFIED=true needs WEBCHAT_IDENTITY_SECRET to check identity_hash"
+    )
+WEBCHAT_ALLOWED_ORIGINS = env_list("WEBCHAT_ALLOWED_ORIGINS")
+
+SINCH_CONVERSATION_WEBHOOK_SECRET = env_str("SINCH_CONVERSATION_WEBHOOK_SECRET")
+SINCH_VOICE_APP_KEY = env_str("SINCH_VOICE_APP_KEY")
+SINCH_VOICE_APP_SECRET = env_str("SINCH_VOICE_APP_SECRET")
+SINCH_API_BASE_URL = _url_setting("SINCH_API_BASE_URL", "https://us.conversation.api.sinch.com")
+
+CRM_WEBHOOK_URL = _url_setting("CRM_WEBHOOK_URL")
+CRM_WEBHOOK_SECRET = env_str("CRM_WEBHOOK_SECRET")
+if CRM_WEBHOOK_URL and not CRM_WEBHOOK_SECRET:
+    raise ImproperlyConfigured("CRM_WEBHOOK_URL is set but CRM_WEBHOOK_SECRET is empty")
+CRM_SCREENPOP_URL = env_str("CRM_SCREENPOP_URL")
+if CRM_SCREENPOP_URL and "{value}" not in CRM_SCREENPOP_URL:
+    raise ImproperlyConfigured("CRM_SCREENPOP_URL must contain {value} (and may contain {kind})")
+CRM_ORIGIN = env_str("CRM_ORIGIN")
+# How the CRM spells an app-scoped chat id, per Conversation API channel.
+# ``{id}`` is replaced by the channel identity. Channels not listed pass the
+# id through unchanged.
+CRM_CHAT_ID_FORMATS = env_mapping(
+    "CRM_CHAT_ID_FORMATS",
+    {"MESSENGER": "{id}@facebook.com", "INSTAGRAM": "{id}@instagram.com"},
+)
+for _channel, _template in CRM_CHAT_ID_FORMATS.items():
+    if "{id}" not in _template:
+        raise ImproperlyConfigured(f"CRM_CHAT_ID_FORMATS entry {_channel} must contain {{id}}")
+
+EMAIL_INBOUND_TOKEN = env_str("EMAIL_INBOUND_TOKEN")

@@ -1,0 +1,249 @@
+"""Writes to the contact directory: create, merge, import."""
+
+import csv
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TextIO
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from directory.csv_format import ContactRecord, RowError, check_header, parse_row
+from directory.models import Contact, ContactChatId, ContactEmail, ContactPhone
+from directory.normalize import (
+    name_keys,
+    normalize_chat_channel,
+    normalize_chat_id,
+    normalize_email,
+    normalize_phone,
+)
+
+
+def contact_create(
+    *,
+    name: str,
+    company: str = "",
+    country: str = "",
+    external_id: str = "",
+    emails: Iterable[str] = (),
+    phones: Iterable[str] = (),
+    chat_ids: Iterable[tuple[str, str]] = (),
+) -> Contact:
+    """A contact with its identifiers, each normalised (IdentifierError if one is invalid)."""
+    region = country.upper() or settings.CP_DEFAULT_REGION
+    email_values = dict.fromkeys(normalize_email(e) for e in emails)
+    phone_values = dict.fromkeys(normalize_phone(p, region=region) for p in phones)
+    chat_values = dict.fromkeys(
+        (normalize_chat_channel(c), normalize_chat_id(v)) for c, v in chat_ids
+    )
+    with transaction.atomic():
+        contact = Contact(name=name, company=company, country=country, external_id=external_id)
+        contact.full_clean()
+        contact.save()
+        ContactEmail.objects.bulk_create(
+            ContactEmail(contact=contact, value=value) for value in email_values
+        )
+        ContactPhone.objects.bulk_create(
+            ContactPhone(contact=contact, value=value) for value in phone_values
+        )
+        ContactChatId.objects.bulk_create(
+            ContactChatId(contact=contact, channel=channel, value=value)
+            for channel, value in chat_values
+        )
+    return contact
+
+
+def contact_merge(*, keep: Contact, others: Iterable[Contact]) -> Contact:
+    """Move every identifier of ``others`` onto ``keep`` and delete ``others``.
+
+    Identifiers ``keep`` already holds are not duplicated. Blank company,
+    country and external id on ``keep`` are filled from the merged contacts.
+    """
+    merged = [other for other in others if other.pk != keep.pk]
+    merged_ids = [other.pk for other in merged]
+    with transaction.atomic():
+        held_emails = set(keep.emails.values_list("value", flat=True))
+        held_phones = {str(p) for p in keep.phones.values_list("value", flat=True)}
+        held_chats = set(keep.chat_ids.values_list("channel", "value"))
+        for email in ContactEmail.objects.filter(contact_id__in=merged_ids).order_by("id"):
+            if email.value not in held_emails:
+                held_emails.add(email.value)
+                ContactEmail.objects.filter(pk=email.pk).update(contact=keep)
+        for phone in ContactPhone.objects.filter(contact_id__in=merged_ids).order_by("id"):
+            if str(phone.value) not in held_phones:
+                held_phones.add(str(phone.value))
+                ContactPhone.objects.filter(pk=phone.pk).update(contact=keep)
+        for chat in ContactChatId.objects.filter(contact_id__in=merged_ids).order_by("id"):
+            if (chat.channel, chat.value) not in held_chats:
+                held_chats.add((chat.channel, chat.value))
+                ContactChatId.objects.filter(pk=chat.pk).update(contact=keep)
+        for attribute in ("company", "country", "external_id"):
+            if not getattr(keep, attribute):
+                donor = next((o for o in merged if getattr(o, attribute)), None)
+                if donor is not None:
+                    setattr(keep, attribute, getattr(donor, attribute))
+        Contact.objects.filter(pk__in=merged_ids).delete()
+        keep.save()
+    return keep
+
+
+# --- Import -----------------------------------------------------------------
+
+MAX_REPORTED_ERRORS = 1000
+
+
+@dataclass
+class ImportReport:
+    created: int = 0
+    updated: int = 0
+    rows: int = 0
+    errors: list[tuple[int, str]] = field(default_factory=list)
+    error_count: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.error_count == 0
+
+    def add_error(self, row_number: int, reason: str) -> None:
+        self.error_count += 1
+        if len(self.errors) < MAX_REPORTED_ERRORS:
+            self.errors.append((row_number, reason))
+
+
+def _records(
+    reader: Iterator[list[str]], report: ImportReport, default_region: str
+) -> Iterator[tuple[int, ContactRecord]]:
+    """Valid records with their spreadsheet row numbers; bad rows go to the report."""
+    seen_external_ids: dict[str, int] = {}
+    for row_number, row in enumerate(reader, start=2):
+        report.rows += 1
+        if not any(cell.strip() for cell in row):
+            continue  # blank lines are not contacts
+        try:
+            record = parse_row(row, default_region=default_region)
+            if record.external_id:
+                first = seen_external_ids.setdefault(record.external_id, row_number)
+                if first != row_number:
+                    raise RowError(f"external_id {record.external_id!r} repeats row {first}")
+        except RowError as exc:
+            report.add_error(row_number, str(exc))
+            continue
+        yield row_number, record
+
+
+def directory_import(
+    stream: TextIO,
+    *,
+    update: bool = False,
+    batch_size: int = 5000,
+    on_batch: Callable[[ImportReport], None] | None = None,
+) -> ImportReport:
+    """Import a directory CSV (SPEC §6): everything, or nothing if any row is bad.
+
+    Rows stream through in batches inside one transaction; after the first bad
+    row the rest are still validated (so every error is reported) but nothing
+    more is written, and the transaction is rolled back at the end.
+
+    With ``update``, a row whose external_id is already in the directory
+    replaces that contact's fields and identifiers; otherwise such a row is an
+    error.
+    """
+    report = ImportReport()
+    reader = csv.reader(stream)
+    try:
+        check_header(next(reader))
+    except StopIteration:
+        report.add_error(1, "the file is empty")
+        return report
+    except RowError as exc:
+        report.add_error(1, str(exc))
+        return report
+    except (csv.Error, UnicodeDecodeError) as exc:
+        report.add_error(1, f"not a UTF-8 CSV file: {exc}")
+        return report
+
+    with transaction.atomic():
+        batch: list[tuple[int, ContactRecord]] = []
+        records = _records(reader, report, settings.CP_DEFAULT_REGION)
+        try:
+            for item in records:
+                batch.append(item)
+                if len(batch) >= batch_size:
+                    _import_batch(batch, update=update, report=report)
+                    batch.clear()
+                    if on_batch:
+                        on_batch(report)
+        except csv.Error as exc:
+            report.add_error(report.rows + 2, f"the CSV is malformed: {exc}")
+        except UnicodeDecodeError:
+            report.add_error(report.rows + 2, "the file is not UTF-8 text")
+        if batch:
+            _import_batch(batch, update=update, report=report)
+        if on_batch:
+            on_batch(report)
+        if not report.ok:
+            transaction.set_rollback(True)
+            report.created = report.updated = 0
+    return report
+
+
+def _import_batch(
+    batch: list[tuple[int, ContactRecord]], *, update: bool, report: ImportReport
+) -> None:
+    external_ids = [record.external_id for _, record in batch if record.external_id]
+    existing = dict(
+        Contact.objects.filter(external_id__in=external_ids).values_list("external_id", "id")
+    )
+    if existing and not update:
+        for row_number, record in batch:
+            if record.external_id in existing:
+                report.add_error(
+                    row_number,
+                    f"external_id {record.external_id!r} is already in the directory "
+                    "(import in update mode to replace it)",
+                )
+    if not report.ok:
+        return  # keep validating the rest, write nothing
+
+    now = timezone.now()
+    to_create: list[tuple[Contact, ContactRecord]] = []
+    to_update: list[tuple[Contact, ContactRecord]] = []
+    for _, record in batch:
+        contact = Contact(
+            id=existing.get(record.external_id),
+            name=record.name,
+            company=record.company,
+            country=record.country,
+            external_id=record.external_id,
+            created_at=now,
+            updated_at=now,
+        )
+        contact.name_key, contact.name_short_key = name_keys(record.name)
+        (to_update if contact.id else to_create).append((contact, record))
+
+    Contact.objects.bulk_create([contact for contact, _ in to_create])
+    if to_update:
+        contacts = [contact for contact, _ in to_update]
+        Contact.objects.bulk_update(
+            contacts,
+            ["name", "company", "country", "name_key", "name_short_key", "updated_at"],
+        )
+        ids = [contact.id for contact in contacts]
+        for model in (ContactEmail, ContactPhone, ContactChatId):
+            model.objects.filter(contact_id__in=ids).delete()
+
+    pairs = to_create + to_update
+    ContactEmail.objects.bulk_create(
+        ContactEmail(contact_id=c.id, value=v) for c, record in pairs for v in record.emails
+    )
+    ContactPhone.objects.bulk_create(
+        ContactPhone(contact_id=c.id, value=v) for c, record in pairs for v in record.phones
+    )
+    ContactChatId.objects.bulk_create(
+        ContactChatId(contact_id=c.id, channel=ch, value=v)
+        for c, record in pairs
+        for ch, v in record.chat_ids
+    )
+    report.created += len(to_create)
+    report.updated += len(to_update)

@@ -19,6 +19,7 @@ from cpweb.env import env_bool, env_choice, env_list, env_mapping, env_str
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("CPWEB_VAR_DIR", str(BASE_DIR / "var")))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
+(VAR_DIR / "static").mkdir(exist_ok=True)
 
 
 def _url_setting(name: str, default: str = "") -> str:

@@ -217,7 +217,12 @@ def identify(
             "status": "withheld",
             "display_name": WITHHELD_DISPLAY_NAME,
             "name_source": "identifier",
-            "identifier": {"channel": channel, "kind": kind.value, "raw": identifier, "value": None},
+            "identifier": {
+                "channel": channel,
+                "kind": kind.value,
+                "raw": identifier,
+                "value": None,
+            },
             "contact": None,
             "candidates": [],
             "candidates_total": 0,

@@ -6,6 +6,8 @@ index lookup. An identifier may belong to several contacts (the product shows
 that as an ambiguous match), but never twice to the same contact.
 """
 
+from typing import Any
+
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
@@ -53,7 +55,7 @@ class Contact(models.Model):
     def __str__(self) -> str:
         return f"{self.name} ({self.company})" if self.company else self.name
 
-    def save(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    def save(self, *args: Any, **kwargs: Any) -> None:
         self.country = self.country.upper()
         self.name_key, self.name_short_key = name_keys(self.name)
         super().save(*args, **kwargs)

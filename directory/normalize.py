@@ -72,14 +72,7 @@ _PLAIN_EMAIL = re.compile(
 _SPECIAL_USE_TLDS = frozenset({"arpa", "invalid", "local", "localhost", "onion", "test"})
 
 
-@lru_cache(maxsize=65536)
-def normalize_email(raw: str) -> str:
-    """The lookup key of an email address, or IdentifierError."""
-    address = raw.strip()
-    if not address:
-        raise IdentifierError("invalid_email", "An email address is required.")
-    if len(address) > MAX_IDENTIFIER_LENGTH:
-        raise IdentifierError("invalid_email", "That email address is too long.")
+def _plain_email_key(address: str) -> str | None:
     plain = _PLAIN_EMAIL.fullmatch(address)
     if (
         plain
@@ -88,10 +81,26 @@ def normalize_email(raw: str) -> str:
         and plain["tld"].lower() not in _SPECIAL_USE_TLDS
     ):
         return address.lower()
+    return None
+
+
+@lru_cache(maxsize=65536)
+def normalize_email(raw: str) -> str:
+    """The lookup key of an email address, or IdentifierError."""
+    address = raw.strip()
+    if not address:
+        raise IdentifierError("invalid_email", "An email address is required.")
+    if len(address) > MAX_IDENTIFIER_LENGTH:
+        raise IdentifierError("invalid_email", "That email address is too long.")
+    plain = _plain_email_key(address)
+    if plain is not None:
+        return plain
     try:
         validated = validate_email(address, check_deliverability=False)
     except EmailNotValidError as exc:
-        raise IdentifierError("invalid_email", f"{raw!r} is not a valid email address: {exc}")
+        raise IdentifierError(
+            "invalid_email", f"{raw!r} is not a valid email address: {exc}"
+        ) from exc
     return f"{validated.local_part.lower()}@{validated.ascii_domain.lower()}"
 
 
@@ -181,7 +190,8 @@ def phone_search_values(raw: str, regions: list[str]) -> set[str]:
     except IdentifierError:
         return set()
     found = set()
-    for region in regions or [None]:
+    readings_regions: list[str | None] = [*regions] or [None]
+    for region in readings_regions:
         for text in _interpretations(digits, region, international_first=True):
             try:
                 number = phonenumbers.parse(text, None if text.startswith("+") else region)
@@ -235,7 +245,7 @@ def parse_chat_id_cell(cell: str) -> tuple[str, str]:
 # them on a keyboard without the letter.
 _FOLD = str.maketrans(
     {"ø": "o", "Ø": "o", "ł": "l", "Ł": "l", "đ": "d", "Đ": "d", "æ": "ae", "Æ": "ae",
-     "œ": "oe", "Œ": "oe", "þ": "th", "Þ": "th", "ı": "i"}
+     "œ": "oe", "Œ": "oe", "þ": "th", "Þ": "th", "ı": "i"}  # noqa: RUF001
 )  # fmt: skip
 _NAME_SPLIT = re.compile(r"[\W_]+")
 

@@ -3,6 +3,7 @@
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
 from django.conf import settings
 from django.db import connection
@@ -60,7 +61,7 @@ def contacts_by_identifier(
     rather than through the ORM because building the ORM query costs several
     times the query itself (see bench/identify_bench.py).
     """
-    params: list[object] = [channel, value] if kind is Kind.CHAT_ID else [value]
+    params: list[str | int | None] = [channel, value] if kind is Kind.CHAT_ID else [value]
     with connection.cursor() as cursor:
         cursor.execute(_lookup_sql(kind), [*params, limit])
         rows = cursor.fetchall()
@@ -87,7 +88,9 @@ def contacts_by_name(*, name: str, limit: int = CANDIDATE_LIMIT) -> list[tuple[C
 # --- Admin ------------------------------------------------------------------
 
 
-def _contact_ids_sharing(model: type[ContactEmail] | type[ContactPhone] | type[ContactChatId]):  # type: ignore[no-untyped-def]
+def _contact_ids_sharing(
+    model: type[ContactEmail] | type[ContactPhone] | type[ContactChatId],
+) -> QuerySet[Any]:
     fields = ["channel", "value"] if model is ContactChatId else ["value"]
     twin = model.objects.filter(**{f: OuterRef(f) for f in fields}).exclude(
         contact_id=OuterRef("contact_id")
@@ -148,7 +151,9 @@ def contact_ids_for_search(term: str) -> set[int]:
         except IdentifierError:
             pass
         else:
-            ids |= set(ContactEmail.objects.filter(value=email).values_list("contact_id", flat=True))
+            ids |= set(
+                ContactEmail.objects.filter(value=email).values_list("contact_id", flat=True)
+            )
     regions = [settings.CP_DEFAULT_REGION, *contact_countries()]
     numbers = phone_search_values(term, regions)
     if numbers:
@@ -171,10 +176,7 @@ def contact_ids_for_search(term: str) -> set[int]:
 
 def contact_countries() -> list[str]:
     return list(
-        Contact.objects.exclude(country="")
-        .order_by()
-        .values_list("country", flat=True)
-        .distinct()
+        Contact.objects.exclude(country="").order_by().values_list("country", flat=True).distinct()
     )
 
 
@@ -223,7 +225,11 @@ def contacts_for_export(
         last_id = ids[-1]
 
 
-def _values_by_contact(model, ids: list[int], *fields: str) -> dict[int, list[str]]:  # type: ignore[no-untyped-def]
+def _values_by_contact(
+    model: type[ContactEmail] | type[ContactPhone] | type[ContactChatId],
+    ids: list[int],
+    *fields: str,
+) -> dict[int, list[str]]:
     # A raw cursor keeps phone numbers as the stored E.164 text instead of
     # parsing each one back into a PhoneNumber object.
     table = model._meta.db_table

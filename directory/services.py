@@ -159,8 +159,11 @@ def directory_import(
     except RowError as exc:
         report.add_error(1, str(exc))
         return report
-    except (csv.Error, UnicodeDecodeError) as exc:
-        report.add_error(1, f"not a UTF-8 CSV file: {exc}")
+    except csv.Error as exc:
+        report.add_error(1, f"the CSV is malformed: {exc}")
+        return report
+    except UnicodeDecodeError:
+        report.add_error(1, "the file is not UTF-8 text")
         return report
 
     with transaction.atomic():

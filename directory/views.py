@@ -43,34 +43,26 @@ def identify_view(request: HttpRequest) -> JsonResponse:
         return _error(400, "invalid_json", f"The body is not valid JSON: {exc}")
     if not isinstance(payload, dict):
         return _error(400, "invalid_request", "The body must be a JSON object.")
-    fields = {key: payload.get(key) for key in ("channel", "identifier", "name", "identity_hash")}
-    for key in ("channel", "identifier"):
-        if not isinstance(fields[key], str):
-            return _error(400, "invalid_request", f"{key!r} is required and must be a string.")
-    for key in ("name", "identity_hash"):
-        if fields[key] is not None and not isinstance(fields[key], str):
-            return _error(400, "invalid_request", f"{key!r} must be a string or null.")
+    raw_channel, identifier = payload.get("channel"), payload.get("identifier")
+    name, identity_hash = payload.get("name"), payload.get("identity_hash")
+    if not isinstance(raw_channel, str) or not isinstance(identifier, str):
+        return _error(400, "invalid_request", "'channel' and 'identifier' must be strings.")
+    if not all(value is None or isinstance(value, str) for value in (name, identity_hash)):
+        return _error(400, "invalid_request", "'name' and 'identity_hash' must be strings or null.")
     try:
-        channel = canonical_channel(fields["channel"])
+        channel = canonical_channel(raw_channel)
         verified = False
-        if fields["identity_hash"]:
+        if identity_hash:
             if channel != "webchat":
                 return _error(
                     400, "invalid_request", "identity_hash applies to the webchat channel only."
                 )
-            verified = webchat_identity_hash_valid(
-                normalize_email(fields["identifier"]), fields["identity_hash"]
-            )
+            verified = webchat_identity_hash_valid(normalize_email(identifier), identity_hash)
             if not verified:
                 return _error(
                     400, "invalid_identity_hash", "identity_hash does not match this email."
                 )
-        identity = identify(
-            channel=channel,
-            identifier=fields["identifier"],
-            name=fields["name"],
-            verified=verified,
-        )
+        identity = identify(channel=channel, identifier=identifier, name=name, verified=verified)
     except IdentifierError as exc:
         return _error(400, exc.code, exc.message)
     return JsonResponse(identity)

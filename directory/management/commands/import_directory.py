@@ -1,7 +1,7 @@
 """``python manage.py import_directory FILE.csv``: load a large directory (SPEC §6)."""
 
 import io
-from typing import Any
+from typing import Any, TextIO, cast
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
@@ -40,7 +40,7 @@ class Command(BaseCommand):
                 unit_scale=True,
                 desc="importing",
                 disable=options["no_progress"],
-                file=self.stderr._out,
+                file=cast(TextIO, self.stderr._out),
             ) as progress:
 
                 def on_batch(report: ImportReport) -> None:

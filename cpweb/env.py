@@ -34,6 +34,26 @@ def env_bool(name: str, default: bool = False) -> bool:
     raise ImproperlyConfigured(f"{name} must be true or false (got {value!r})")
 
 
+def env_number(name: str, default: float, *, minimum: float = 0) -> float:
+    value = _raw(name)
+    if value is None or value == "":
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number (got {value!r})") from None
+    if number < minimum:
+        raise ImproperlyConfigured(f"{name} must be at least {minimum} (got {value!r})")
+    return number
+
+
+def env_int(name: str, default: int, *, minimum: int = 0) -> int:
+    number = env_number(name, default, minimum=minimum)
+    if number != int(number):
+        raise ImproperlyConfigured(f"{name} must be a whole number (got {number!r})")
+    return int(number)
+
+
 def env_list(name: str, default: Iterable[str] = ()) -> list[str]:
     value = _raw(name)
     if value is None:

@@ -14,7 +14,7 @@ import phonenumbers
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.validators import URLValidator
 
-from cpweb.env import env_bool, env_choice, env_list, env_mapping, env_str
+from cpweb.env import env_bool, env_choice, env_int, env_list, env_mapping, env_number, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("CPWEB_VAR_DIR", str(BASE_DIR / "var")))
@@ -118,18 +118,26 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Channel layer ----------------------------------------------------------
 
+# Each process has one hub channel that receives every push (chat/hub.py);
+# its queue must hold a burst of events, not the default 100.
 REDIS_URL = env_str("REDIS_URL")
+_LAYER_CAPACITY = env_int("CP_CHANNEL_CAPACITY", 10_000, minimum=100)
 if REDIS_URL:
     if not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
         raise ImproperlyConfigured(f"REDIS_URL must be a redis:// URL (got {REDIS_URL!r})")
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
+            "CONFIG": {"hosts": [REDIS_URL], "capacity": _LAYER_CAPACITY},
         }
     }
 else:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            "CONFIG": {"capacity": _LAYER_CAPACITY},
+        }
+    }
 
 # --- Auth, i18n, static -----------------------------------------------------
 
@@ -180,6 +188,12 @@ if WEBCHAT_REQUIRE_VERIFIED and not WEBCHAT_IDENTITY_SECRET:
         "WEBCHAT_REQUIRE_VERIFIED=true needs WEBCHAT_IDENTITY_SECRET to check identity_hash"
     )
 WEBCHAT_ALLOWED_ORIGINS = env_list("WEBCHAT_ALLOWED_ORIGINS")
+
+# Websocket limits, per connection (visitor and console sockets alike).
+CP_WS_MAX_FRAME_BYTES = env_int("CP_WS_MAX_FRAME_BYTES", 16_384, minimum=256)
+CP_WS_FRAMES_PER_SECOND = env_number("CP_WS_FRAMES_PER_SECOND", 10, minimum=0.1)
+CP_WS_FRAME_BURST = env_number("CP_WS_FRAME_BURST", 30, minimum=1)
+CP_MAX_MESSAGE_CHARS = env_int("CP_MAX_MESSAGE_CHARS", 4_000, minimum=1)
 
 SINCH_CONVERSATION_WEBHOOK_SECRET = env_str("SINCH_CONVERSATION_WEBHOOK_SECRET")
 SINCH_VOICE_APP_KEY = env_str("SINCH_VOICE_APP_KEY")

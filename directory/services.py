@@ -18,6 +18,7 @@ from directory.normalize import (
     normalize_email,
     normalize_phone,
 )
+from directory.signals import directory_changed
 
 
 def contact_create(
@@ -50,6 +51,10 @@ def contact_create(
         ContactChatId.objects.bulk_create(
             ContactChatId(contact=contact, channel=channel, value=value)
             for channel, value in chat_values
+        )
+        directory_changed.send(
+            sender=Contact,
+            identifiers={*email_values, *phone_values, *(value for _, value in chat_values)},
         )
     return contact
 
@@ -85,7 +90,21 @@ def contact_merge(*, keep: Contact, others: Iterable[Contact]) -> Contact:
                     setattr(keep, attribute, getattr(donor, attribute))
         Contact.objects.filter(pk__in=merged_ids).delete()
         keep.save()
+        directory_changed.send(sender=Contact, identifiers=_identifier_values([keep.pk]))
     return keep
+
+
+def _identifier_values(contact_ids: list[int]) -> set[str]:
+    return {
+        *ContactEmail.objects.filter(contact_id__in=contact_ids).values_list("value", flat=True),
+        *(
+            str(v)
+            for v in ContactPhone.objects.filter(contact_id__in=contact_ids).values_list(
+                "value", flat=True
+            )
+        ),
+        *ContactChatId.objects.filter(contact_id__in=contact_ids).values_list("value", flat=True),
+    }
 
 
 # --- Import -----------------------------------------------------------------
@@ -188,6 +207,8 @@ def directory_import(
         if not report.ok:
             transaction.set_rollback(True)
             report.created = report.updated = 0
+        elif report.created or report.updated:
+            directory_changed.send(sender=Contact, identifiers=None)
     return report
 
 

@@ -1,0 +1,366 @@
+"""Websocket consumers: the visitor's web chat (SPEC §3) and the agent console (SPEC §4).
+
+They parse frames, check who may do what, and call ``chat.services``; pushes
+reach them through the process hub (``chat.hub``), never through a channel
+of their own.
+"""
+
+import json
+import time
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from chat import services
+from chat.events import conversation_payload, encode, message_payload
+from chat.hub import Hub, get_hub
+from chat.models import Conversation, Message
+from chat.selectors import (
+    conversation_for_token,
+    conversation_get,
+    messages_after,
+    open_conversations,
+)
+from directory.identify import webchat_identity_hash_valid
+from directory.normalize import IdentifierError, normalize_email
+
+ENDED_FRAME = encode({"type": "ended"})
+MAX_CLIENT_MSG_ID = 100
+MAX_NAME = 200
+
+
+class TokenBucket:
+    """At most ``rate`` frames a second on average, in bursts of up to ``burst``."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate, self.burst = rate, burst
+        self.tokens, self.stamp = burst, time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
+class FrameError(Exception):
+    def __init__(self, code: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.code, self.message, self.extra = code, message, extra
+
+
+class JsonFrameConsumer(AsyncWebsocketConsumer):
+    """JSON text frames dispatched on ``type``; every bad frame gets an error frame."""
+
+    # No channel of our own: the process hub delivers pushes (chat.hub).
+    channel_layer_alias = "cpweb.hub-delivers"
+    frame_types: frozenset[str] = frozenset()
+    hub: Hub
+
+    async def websocket_connect(self, message: dict[str, Any]) -> None:
+        self.bucket = TokenBucket(settings.CP_WS_FRAMES_PER_SECOND, settings.CP_WS_FRAME_BURST)
+        self.hub = await get_hub()
+        await super().websocket_connect(message)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        try:
+            await self._handle(text_data if text_data is not None else bytes_data or b"")
+        except FrameError as error:
+            await self.send_frame({"type": "error", "code": error.code, "message": error.message,
+                                   **error.extra})  # fmt: skip
+
+    async def _handle(self, data: str | bytes) -> None:
+        size = len(data.encode() if isinstance(data, str) else data)
+        if size > settings.CP_WS_MAX_FRAME_BYTES:
+            raise FrameError(
+                "too_large", f"Frames are limited to {settings.CP_WS_MAX_FRAME_BYTES} bytes."
+            )
+        if not self.bucket.take():
+            raise FrameError("rate_limited", "Too many frames; slow down.")
+        try:
+            frame = json.loads(data)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise FrameError("invalid_json", f"The frame is not valid JSON: {exc}") from exc
+        if not isinstance(frame, dict):
+            raise FrameError("invalid_json", "A frame is a JSON object with a 'type'.")
+        kind = frame.get("type")
+        if kind not in self.frame_types:
+            expected = ", ".join(sorted(self.frame_types))
+            raise FrameError(
+                "unknown_type", f"Unknown frame type {kind!r}; expected one of {expected}."
+            )
+        await getattr(self, f"on_{kind}")(frame)
+
+    async def send_frame(self, frame: object) -> None:
+        await self.send(text_data=encode(frame))
+
+    # Pushes that arrive while a snapshot, a history or a replay is being
+    # sent wait here, so the client sees the state first and changes after.
+    pending: list[str] | None = None
+
+    async def deliver(self, frame: str) -> None:
+        """A push from the hub, already encoded."""
+        if self.pending is not None:
+            self.pending.append(frame)
+        else:
+            await self.send(text_data=frame)
+
+    async def flush(self, *, conversation_id: str = "", sent_up_to: int = 0) -> None:
+        """Send what waited, less the messages of ``conversation_id`` already sent."""
+        frames, self.pending = self.pending or [], None
+        for frame in frames:
+            if conversation_id and _message_id(frame, conversation_id) <= sent_up_to:
+                continue
+            await self.send(text_data=frame)
+
+
+def _message_id(frame: str, conversation_id: str) -> int:
+    """The id of a message frame of ``conversation_id`` (console or visitor form), else a
+    number larger than any id."""
+    data = json.loads(frame)
+    if data.get("type") != "message":
+        return 1 << 62
+    if "message" in data:
+        if data.get("conversation_id") != conversation_id:
+            return 1 << 62
+        data = data["message"]
+    return int(data["message_id"])
+
+
+def _text(frame: dict[str, Any], client_msg_id: str) -> str:
+    text = frame.get("text")
+    if not isinstance(text, str) or not text.strip():
+        raise FrameError("invalid_frame", "'text' must be a non-empty string.",
+                         client_msg_id=client_msg_id)  # fmt: skip
+    if len(text) > settings.CP_MAX_MESSAGE_CHARS:
+        raise FrameError("too_large",
+                         f"Messages are limited to {settings.CP_MAX_MESSAGE_CHARS} characters.",
+                         client_msg_id=client_msg_id)  # fmt: skip
+    return text
+
+
+def _client_msg_id(frame: dict[str, Any]) -> str:
+    value = frame.get("client_msg_id", "")
+    if value is None:
+        return ""
+    if not isinstance(value, str) or len(value) > MAX_CLIENT_MSG_ID:
+        raise FrameError("invalid_frame", f"'client_msg_id' must be a string of at most "
+                         f"{MAX_CLIENT_MSG_ID} characters.")  # fmt: skip
+    return value
+
+
+def _optional_string(frame: dict[str, Any], key: str, limit: int) -> str | None:
+    value = frame.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > limit:
+        raise FrameError(
+            "invalid_frame", f"{key!r} must be a string of at most {limit} characters."
+        )
+    return value
+
+
+class VisitorConsumer(JsonFrameConsumer):
+    """``/ws/chat/``: a website visitor's web chat. The visitor never learns the identity."""
+
+    frame_types = frozenset({"start", "resume", "message", "end"})
+    conversation: Conversation | None = None
+
+    async def connect(self) -> None:
+        await self.accept()
+
+    async def disconnect(self, code: int) -> None:
+        self._detach()
+
+    def _detach(self) -> None:
+        if self.conversation is not None:
+            self.hub.remove_visitor(self, str(self.conversation.pk))
+            self.conversation = None
+
+    async def deliver(self, frame: str) -> None:
+        if frame == ENDED_FRAME and self.conversation is not None:
+            self.conversation.state = Conversation.State.ENDED
+            if self.pending is not None:
+                return  # the replay ends with the conversation's state
+        await super().deliver(frame)
+
+    async def on_start(self, frame: dict[str, Any]) -> None:
+        if self.conversation is not None:
+            raise FrameError("already_started", "This socket already has a conversation.")
+        email = frame.get("email")
+        name = _optional_string(frame, "name", MAX_NAME)
+        identity_hash = _optional_string(frame, "identity_hash", 200)
+        try:
+            if not isinstance(email, str):
+                raise IdentifierError("invalid_email", "'email' must be a string.")
+            normalised = normalize_email(email)
+        except IdentifierError as exc:
+            raise FrameError("invalid_email", exc.message) from exc
+        verified = False
+        if identity_hash:
+            if not webchat_identity_hash_valid(normalised, identity_hash):
+                raise FrameError(
+                    "invalid_identity_hash", "identity_hash does not match this email."
+                )
+            verified = True
+        elif settings.WEBCHAT_REQUIRE_VERIFIED:
+            raise FrameError("identity_required", "This site requires a signed identity_hash.")
+        conversation, token = await database_sync_to_async(services.conversation_start)(
+            channel="webchat", identifier=email, name=name, verified=verified
+        )
+        self._attach(conversation)
+        await self.send_frame(
+            {"type": "started", "conversation_id": str(conversation.pk), "token": token}
+        )
+
+    def _attach(self, conversation: Conversation) -> None:
+        self._detach()
+        self.conversation = conversation
+        self.hub.add_visitor(self, str(conversation.pk))
+
+    async def on_resume(self, frame: dict[str, Any]) -> None:
+        token = frame.get("token")
+        after = frame.get("after", 0)
+        if not isinstance(after, int) or isinstance(after, bool) or after < 0:
+            raise FrameError("invalid_frame", "'after' must be a message id (an integer >= 0).")
+        conversation = (
+            await database_sync_to_async(conversation_for_token)(token)
+            if isinstance(token, str)
+            else None
+        )
+        if conversation is None:
+            raise FrameError("invalid_token", "This token does not belong to a conversation.")
+        self.pending = []
+        self._attach(conversation)
+        missed = await database_sync_to_async(messages_after)(conversation, after)
+        await self.send_frame(
+            {"type": "started", "conversation_id": str(conversation.pk), "token": token}
+        )
+        for message in missed:
+            await self.send_frame({"type": "message", **message_payload(message)})
+        if conversation.state == Conversation.State.ENDED:
+            await self.send(text_data=ENDED_FRAME)
+        await self.flush(
+            conversation_id=str(conversation.pk), sent_up_to=missed[-1].pk if missed else after
+        )
+
+    def _open_conversation(self) -> Conversation:
+        if self.conversation is None:
+            raise FrameError("not_started", "Send 'start' (or 'resume') first.")
+        if self.conversation.state != Conversation.State.OPEN:
+            raise FrameError("conversation_ended", "This conversation has ended.")
+        return self.conversation
+
+    async def on_message(self, frame: dict[str, Any]) -> None:
+        conversation = self._open_conversation()
+        client_msg_id = _client_msg_id(frame)
+        text = _text(frame, client_msg_id)
+        message = await database_sync_to_async(services.message_post)(
+            conversation=conversation,
+            sender=Message.Sender.VISITOR,
+            text=text,
+            client_msg_id=client_msg_id,
+        )
+        await self.send_frame(
+            {"type": "ack", "client_msg_id": client_msg_id, "message_id": message.pk}
+        )
+
+    async def on_end(self, frame: dict[str, Any]) -> None:
+        if self.conversation is None:
+            raise FrameError("not_started", "Send 'start' (or 'resume') first.")
+        if self.conversation.state == Conversation.State.ENDED:
+            await self.send(text_data=ENDED_FRAME)
+            return
+        await database_sync_to_async(services.conversation_end)(conversation=self.conversation)
+        # The "ended" frame reaches every socket of the conversation through the hub.
+
+
+def _snapshot_frame() -> str:
+    conversations = [conversation_payload(c) for c in open_conversations()]
+    return encode({"type": "snapshot", "conversations": conversations})
+
+
+class ConsoleConsumer(JsonFrameConsumer):
+    """``/ws/console/``: an agent's live view of every open conversation."""
+
+    frame_types = frozenset({"watch", "unwatch", "reply"})
+
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        # Accept first so the close code reaches the browser (a refused
+        # handshake would only show as a failed connection).
+        await self.accept()
+        if user is None or not user.is_authenticated:
+            await self.close(code=4401)
+            return
+        if not await database_sync_to_async(user.has_perm)("chat.view_conversation"):
+            await self.close(code=4403)
+            return
+        self.user_id = user.pk
+        self.watching: set[str] = set()
+        self.pending = []
+        self.hub.add_console(self)
+        snapshot = await database_sync_to_async(_snapshot_frame)()
+        await self.send(text_data=snapshot)
+        await self.flush()
+
+    async def disconnect(self, code: int) -> None:
+        self.hub.remove_console(self)
+
+    async def _conversation(self, frame: dict[str, Any]) -> Conversation:
+        conversation_id = frame.get("conversation_id")
+        conversation = (
+            await database_sync_to_async(conversation_get)(conversation_id)
+            if isinstance(conversation_id, str)
+            else None
+        )
+        if conversation is None:
+            raise FrameError("unknown_conversation", f"No conversation {conversation_id!r}.")
+        return conversation
+
+    async def on_watch(self, frame: dict[str, Any]) -> None:
+        conversation = await self._conversation(frame)
+        conversation_id = str(conversation.pk)
+        if conversation_id in self.watching:
+            return
+        self.pending = []
+        self.watching.add(conversation_id)
+        self.hub.watch(self, conversation_id)
+        history = await database_sync_to_async(messages_after)(conversation, 0)
+        for message in history:
+            await self.send_frame(
+                {"type": "message", "conversation_id": conversation_id,
+                 "message": message_payload(message)}
+            )  # fmt: skip
+        await self.flush(
+            conversation_id=conversation_id, sent_up_to=history[-1].pk if history else 0
+        )
+
+    async def on_unwatch(self, frame: dict[str, Any]) -> None:
+        conversation_id = frame.get("conversation_id")
+        if isinstance(conversation_id, str) and conversation_id in self.watching:
+            self.watching.discard(conversation_id)
+            self.hub.unwatch(self, conversation_id)
+
+    async def on_reply(self, frame: dict[str, Any]) -> None:
+        client_msg_id = _client_msg_id(frame)
+        text = _text(frame, client_msg_id)
+        conversation = await self._conversation(frame)
+        if conversation.state != Conversation.State.OPEN:
+            raise FrameError("conversation_ended", "This conversation has ended.",
+                             client_msg_id=client_msg_id)  # fmt: skip
+        message = await database_sync_to_async(services.message_post)(
+            conversation=conversation,
+            sender=Message.Sender.AGENT,
+            text=text,
+            client_msg_id=client_msg_id,
+            author_id=self.user_id,
+        )
+        await self.send_frame(
+            {"type": "ack", "client_msg_id": client_msg_id, "message_id": message.pk}
+        )

@@ -1,0 +1,203 @@
+"""One hub per process fans pushes out to the sockets of that process.
+
+``chat.events`` publishes each change once to the channel layer group
+``cpweb.hub``; every process's hub is the one member of that group it has, so
+an event costs one delivery per process, not one per console. The hub writes
+the pre-encoded frames straight to its local sockets:
+
+- lifecycle events to every console (all of them hold ``chat.view_conversation``);
+- message events to the consoles watching the conversation;
+- agent messages and "ended" to the conversation's visitor sockets.
+
+Frames are delivered in the order the hub receives them, so each console sees
+one process's events in commit order.
+
+With the in-memory channel layer there is one process by definition, but a
+management command (``import_directory``) runs in another and cannot reach it
+through the layer. There the hub also polls for conversations whose identity
+changed in the last few seconds and pushes those it has not pushed itself.
+"""
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from datetime import timedelta
+from typing import Protocol
+from weakref import WeakKeyDictionary
+
+from channels.db import database_sync_to_async
+from channels.layers import InMemoryChannelLayer, get_channel_layer
+from django.utils import timezone
+
+from chat.events import HUB_GROUP, HubEvent, conversation_payload, encode, timestamp
+
+log = logging.getLogger(__name__)
+
+GROUP_REFRESH_SECONDS = 3600  # channels-redis forgets group members after a day
+CATCH_UP_INTERVAL = 1.0
+CATCH_UP_WINDOW = timedelta(seconds=10)
+
+
+class Recipient(Protocol):
+    async def deliver(self, frame: str) -> None: ...
+
+
+class Hub:
+    def __init__(self) -> None:
+        self.consoles: set[Recipient] = set()
+        self.watchers: defaultdict[str, set[Recipient]] = defaultdict(set)
+        self.visitors: defaultdict[str, set[Recipient]] = defaultdict(set)
+        # conversation id -> identity_updated_at last pushed, for the catch-up poll
+        self.pushed_identity: dict[str, str] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._starting = asyncio.Lock()
+
+    async def start(self) -> None:
+        async with self._starting:
+            if self._tasks:
+                return
+            layer = get_channel_layer()
+            if layer is None:
+                return
+            channel = await layer.new_channel("hub.")
+            # Join before anything is published, or the first events are lost.
+            await layer.group_add(HUB_GROUP, channel)
+            self._tasks.append(asyncio.create_task(self._listen(layer, channel)))
+            if isinstance(layer, InMemoryChannelLayer):
+                self._tasks.append(asyncio.create_task(self._catch_up()))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    # --- Registration ---------------------------------------------------------
+
+    def add_console(self, console: Recipient) -> None:
+        self.consoles.add(console)
+
+    def remove_console(self, console: Recipient) -> None:
+        self.consoles.discard(console)
+        for conversation_id in [c for c, watchers in self.watchers.items() if console in watchers]:
+            self.unwatch(console, conversation_id)
+
+    def watch(self, console: Recipient, conversation_id: str) -> None:
+        self.watchers[conversation_id].add(console)
+
+    def unwatch(self, console: Recipient, conversation_id: str) -> None:
+        watchers = self.watchers.get(conversation_id)
+        if watchers is not None:
+            watchers.discard(console)
+            if not watchers:
+                del self.watchers[conversation_id]
+
+    def add_visitor(self, visitor: Recipient, conversation_id: str) -> None:
+        self.visitors[conversation_id].add(visitor)
+
+    def remove_visitor(self, visitor: Recipient, conversation_id: str) -> None:
+        visitors = self.visitors.get(conversation_id)
+        if visitors is not None:
+            visitors.discard(visitor)
+            if not visitors:
+                del self.visitors[conversation_id]
+
+    # --- Delivery -------------------------------------------------------------
+
+    async def deliver(self, event: HubEvent) -> None:
+        conversation_id = event["conversation_id"]
+        if event["type"] == "hub.conversation":
+            consoles = list(self.consoles)
+            if "identity_updated_at" in event:
+                self.pushed_identity[conversation_id] = event["identity_updated_at"]
+        else:
+            consoles = list(self.watchers.get(conversation_id, ()))
+        await _send_all(consoles, event["console"])
+        visitor_frame = event["visitor"]
+        if visitor_frame is not None:
+            await _send_all(list(self.visitors.get(conversation_id, ())), visitor_frame)
+
+    async def _listen(self, layer, channel: str) -> None:
+        joined_at = time.monotonic()
+        backoff = 0.1
+        while True:
+            try:
+                if time.monotonic() - joined_at > GROUP_REFRESH_SECONDS:
+                    await layer.group_add(HUB_GROUP, channel)
+                    joined_at = time.monotonic()
+                event = await layer.receive(channel)
+                backoff = 0.1
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("hub: channel layer receive failed; retrying in %.1fs", backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                joined_at = 0.0
+                continue
+            try:
+                await self.deliver(event)
+            except Exception:
+                log.exception("hub: delivering %s failed", event.get("type"))
+
+    async def _catch_up(self) -> None:
+        from chat.selectors import conversations_with_identity_changed_since
+
+        while True:
+            await asyncio.sleep(CATCH_UP_INTERVAL)
+            try:
+                since = timezone.now() - CATCH_UP_WINDOW
+                changed = await database_sync_to_async(conversations_with_identity_changed_since)(
+                    since
+                )
+                for conversation in changed:
+                    conversation_id = str(conversation.pk)
+                    stamp = timestamp(conversation.identity_updated_at)
+                    if self.pushed_identity.get(conversation_id, "") >= stamp:
+                        continue
+                    self.pushed_identity[conversation_id] = stamp
+                    frame = encode(
+                        {
+                            "type": "conversation",
+                            "event": "updated",
+                            "conversation": conversation_payload(conversation),
+                        }
+                    )
+                    await _send_all(list(self.consoles), frame)
+                horizon = timestamp(since)
+                self.pushed_identity = {
+                    c: s for c, s in self.pushed_identity.items() if s >= horizon
+                }
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("hub: catch-up poll failed")
+
+
+async def _send_all(recipients: list[Recipient], frame: str) -> None:
+    for recipient in recipients:
+        try:
+            await recipient.deliver(frame)
+        except Exception:
+            log.debug("hub: a socket went away mid-delivery", exc_info=True)
+
+
+_hubs: "WeakKeyDictionary[asyncio.AbstractEventLoop, Hub]" = WeakKeyDictionary()
+
+
+async def stop_hub() -> None:
+    """Stop this event loop's hub (tests; a server's loop ends with the process)."""
+    hub = _hubs.pop(asyncio.get_running_loop(), None)
+    if hub is not None:
+        await hub.stop()
+
+
+async def get_hub() -> Hub:
+    """This process's hub (one per event loop), started on first use."""
+    loop = asyncio.get_running_loop()
+    hub = _hubs.get(loop)
+    if hub is None:
+        hub = _hubs[loop] = Hub()
+    await hub.start()
+    return hub

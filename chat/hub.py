@@ -70,7 +70,9 @@ class Hub:
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:
+            # channels-redis may linger in a cancelled receive; don't wait forever.
+            await asyncio.wait(self._tasks, timeout=2)
         self._tasks.clear()
 
     # --- Registration ---------------------------------------------------------

@@ -128,7 +128,12 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "capacity": _LAYER_CAPACITY},
+            "CONFIG": {
+                "hosts": [REDIS_URL],
+                "capacity": _LAYER_CAPACITY,
+                # Separate deployments (or test servers) sharing one Redis.
+                "prefix": env_str("CP_CHANNEL_PREFIX", "cpweb"),
+            },
         }
     }
 else:

@@ -57,6 +57,23 @@ class ChatIdInline(admin.TabularInline):
     form = ContactChatIdForm
     extra = 0
 
+    def get_extra(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> int:
+        return 1 if request.method == "GET" and request.GET.get("chat_id") else self.extra
+
+
+def _prefilled_identifier(request: HttpRequest, inline: Any) -> list[dict[str, str]]:
+    """``?email=``, ``?phone=`` or ``?chat_channel=&chat_id=`` from the console's
+    "add to directory" link, as the initial row of the matching inline."""
+    if request.method != "GET":
+        return []
+    if isinstance(inline, EmailInline) and request.GET.get("email"):
+        return [{"value": request.GET["email"]}]
+    if isinstance(inline, PhoneInline) and request.GET.get("phone"):
+        return [{"value": request.GET["phone"]}]
+    if isinstance(inline, ChatIdInline) and request.GET.get("chat_id"):
+        return [{"channel": request.GET.get("chat_channel", ""), "value": request.GET["chat_id"]}]
+    return []
+
 
 class SharedIdentifierFilter(admin.SimpleListFilter):
     title = "shared identifiers"
@@ -113,6 +130,13 @@ class ContactAdmin(admin.ModelAdmin):
     actions = ["merge_contacts", "export_selected"]
     show_full_result_count = False
     list_per_page = 50
+
+    def get_formset_kwargs(
+        self, request: HttpRequest, obj: Any, inline: Any, prefix: str
+    ) -> dict[str, Any]:
+        kwargs = super().get_formset_kwargs(request, obj, inline, prefix)
+        initial = _prefilled_identifier(request, inline) if obj.pk is None else []
+        return {**kwargs, "initial": initial} if initial else kwargs
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Contact]:
         return super().get_queryset(request).prefetch_related("emails", "phones", "chat_ids")

@@ -16,6 +16,9 @@ async def fresh_hub_and_layer():
     channel_layers.backends.clear()
     yield
     await stop_hub()
+    for layer in channel_layers.backends.values():
+        if hasattr(layer, "close_pools"):  # channels-redis: connections belong to this loop
+            await layer.close_pools()
     channel_layers.backends.clear()
 
 

@@ -1,0 +1,138 @@
+"""A real cpweb: migrated, demo directory loaded, daphne on a free port.
+
+The server runs on what the suite runs on: a SQLite file and the in-memory
+channel layer by default; with DATABASE_URL=postgres://… a fresh database of
+its own on that server, and with REDIS_URL the Redis layer under a prefix of
+its own.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+OUTPUT = Path(os.environ.get("CPWEB_TEST_OUTPUT", ROOT / "test-results"))
+API_TOKEN = "e2e-api-token"
+IDENTITY_SECRET = "e2e-identity-secret"
+ADMIN = ("admin", "cpweb-admin-demo")
+AGENT = ("agent", "cpweb-agent-demo")
+
+
+@dataclass
+class Server:
+    base_url: str
+    env: dict[str, str]
+    log: Path
+
+    @property
+    def ws_url(self) -> str:
+        return self.base_url.replace("http://", "ws://")
+
+    @property
+    def origin(self) -> str:
+        return self.base_url
+
+    def manage(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=120, check=True,
+        )  # fmt: skip
+
+    def login(self, credentials: tuple[str, str]) -> httpx.Client:
+        """An HTTP client signed in through the real login page."""
+        client = httpx.Client(base_url=self.base_url, follow_redirects=False, timeout=10)
+        client.get("/accounts/login/")
+        response = client.post(
+            "/accounts/login/",
+            data={
+                "username": credentials[0],
+                "password": credentials[1],
+                "csrfmiddlewaretoken": client.cookies["csrftoken"],
+                "next": "/console/",
+            },
+        )
+        assert response.status_code == 302, response.text[:500]
+        return client
+
+    def session_cookie(self, credentials: tuple[str, str]) -> str:
+        client = self.login(credentials)
+        return f"sessionid={client.cookies['sessionid']}"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _postgres_database(url: str) -> tuple[str, str]:
+    """A fresh database beside the one in ``url``: (its URL, its name)."""
+    name = f"cpweb_e2e_{uuid.uuid4().hex[:8]}"
+    base, _, _ = url.rpartition("/")
+    with psycopg.connect(f"{base}/postgres", autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    return f"{base}/{name}", name
+
+
+def _drop_postgres_database(url: str, name: str) -> None:
+    base, _, _ = url.rpartition("/")
+    with psycopg.connect(f"{base}/postgres", autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory) -> Server:
+    var = tmp_path_factory.mktemp("cpweb-e2e")
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "DJANGO_SETTINGS"))}
+    env |= {
+        "CPWEB_VAR_DIR": str(var),
+        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "CP_API_TOKEN": API_TOKEN,
+        "WEBCHAT_IDENTITY_SECRET": IDENTITY_SECRET,
+        "CP_CHANNEL_PREFIX": f"cpweb-e2e-{port}",
+        "PYTHONUNBUFFERED": "1",
+    }
+    database = None
+    if env.get("DATABASE_URL", "").startswith("postgres"):
+        env["DATABASE_URL"], name = _postgres_database(env["DATABASE_URL"])
+        database = (env["DATABASE_URL"], name)
+    else:
+        env.pop("DATABASE_URL", None)
+    base_url = f"http://127.0.0.1:{port}"
+    instance = Server(base_url=base_url, env=env, log=var / "daphne.log")
+    instance.manage("migrate", "--noinput")
+    instance.manage("collectstatic", "--noinput")
+    instance.manage("demo_setup", "--base-url", base_url)
+
+    log = instance.log.open("w")
+    daphne = subprocess.Popen(
+        [str(Path(sys.executable).with_name("daphne")), "-b", "127.0.0.1", "-p", str(port),
+         "cpweb.asgi:application"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{base_url}/accounts/login/", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if daphne.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"daphne did not start:\n{instance.log.read_text()}")
+        time.sleep(0.2)
+    yield instance
+    daphne.terminate()
+    daphne.wait(timeout=10)
+    log.close()
+    if database:
+        _drop_postgres_database(*database)

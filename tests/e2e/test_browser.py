@@ -1,0 +1,160 @@
+"""A visitor and an agent in a real browser (Debian's Chromium driven by Playwright).
+
+Screenshots of every page go to test-results/screenshots/ (CPWEB_TEST_OUTPUT).
+"""
+
+import re
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from tests.e2e.conftest import AGENT, OUTPUT
+
+CHROMIUM = "/usr/bin/chromium"
+SHOTS = OUTPUT / "screenshots"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"],
+        )  # fmt: skip
+        yield browser
+        browser.close()
+
+
+def _page(browser: Browser) -> Page:
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    page.set_default_timeout(10_000)
+    return page
+
+
+def _shot(page: Page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def _agent_console(browser: Browser, server) -> Page:
+    agent = _page(browser)
+    agent.goto(f"{server.base_url}/console/")
+    expect(agent).to_have_url(re.compile(r"/accounts/login/"))
+    _shot(agent, "login")
+    agent.get_by_label("Username").fill(AGENT[0])
+    agent.get_by_label("Password").fill(AGENT[1])
+    agent.get_by_role("button", name="Sign in").click()
+    expect(agent).to_have_url(re.compile(r"/console/$"))
+    expect(agent.locator("#connection")).to_have_text("Live")
+    return agent
+
+
+def _open_chat(browser: Browser, server, email: str, name: str = "") -> Page:
+    visitor = _page(browser)
+    visitor.goto(f"{server.base_url}/")
+    visitor.get_by_role("button", name="Chat with us").click()
+    visitor.get_by_label("Email").fill(email)
+    if name:
+        visitor.get_by_label("Name (optional)").fill(name)
+    visitor.get_by_role("button", name="Start chat").click()
+    expect(visitor.get_by_label("Message")).to_be_visible()
+    return visitor
+
+
+def test_the_agent_sees_the_visitors_name_and_they_talk(browser, server):
+    agent = _agent_console(browser, server)
+    visitor = _open_chat(browser, server, "amelia.clarke@example.co.uk", name="Amelia")
+    visitor.get_by_label("Message").fill("Hi, where is my parcel?")
+    visitor.get_by_role("button", name="Send").click()
+    expect(visitor.get_by_role("log", name="Conversation")).to_contain_text(
+        "Hi, where is my parcel?"
+    )
+    _shot(visitor, "widget-chat")
+
+    entry = agent.locator(".conversation-list button", has_text="Amelia Clarke")
+    expect(entry).to_be_visible()
+    expect(entry).to_contain_text("matched")
+    entry.click()
+    expect(agent.locator(".headline")).to_have_text("Amelia Clarke")
+    expect(agent.locator(".badges")).to_contain_text("matched")
+    expect(agent.locator(".badges")).to_contain_text("unverified")
+    expect(agent.locator(".extension")).to_contain_text("Says they are: Amelia")
+    expect(agent.get_by_role("link", name="Amelia Clarke")).to_have_attribute(
+        "href", re.compile(r"/admin/directory/contact/\d+/change/")
+    )
+    thread = agent.get_by_role("log", name="Messages")
+    expect(thread).to_contain_text("Hi, where is my parcel?")
+    agent.get_by_label("Reply").fill("It left our warehouse this morning.")
+    agent.get_by_role("button", name="Send reply").click()
+    expect(thread).to_contain_text("It left our warehouse this morning.")
+    _shot(agent, "console")
+
+    expect(visitor.get_by_role("log", name="Conversation")).to_contain_text(
+        "It left our warehouse this morning."
+    )
+    _shot(visitor, "widget-reply")
+
+
+def test_an_unmatched_and_a_shared_identifier_on_the_console(browser, server):
+    agent = _agent_console(browser, server)
+    _open_chat(browser, server, "first.timer@example.org")
+    stranger = agent.locator(".conversation-list button", has_text="first.timer@example.org")
+    expect(stranger).to_contain_text("not in directory")
+    stranger.click()
+    add = agent.get_by_role("link", name="Add to directory")
+    expect(add).to_have_attribute("href", re.compile(r"/admin/directory/contact/add/\?email="))
+
+    _open_chat(browser, server, "support@nordicbikes.se")
+    shared = agent.locator(".conversation-list button", has_text="support@nordicbikes.se")
+    expect(shared).to_contain_text("several contacts (2)")
+    shared.click()
+    expect(agent.locator(".extension")).to_contain_text("Shared by 2 contacts")
+    expect(agent.locator(".extension .candidates")).to_contain_text("Lars Berg")
+    expect(agent.locator(".extension .candidates")).to_contain_text("Sofia Ek")
+    _shot(agent, "console-ambiguous")
+
+
+def test_the_pre_chat_form_explains_a_bad_email(browser, server):
+    visitor = _page(browser)
+    visitor.goto(f"{server.base_url}/")
+    launcher = visitor.get_by_role("button", name="Chat with us")
+    launcher.focus()
+    visitor.keyboard.press("Enter")
+    email = visitor.get_by_label("Email")
+    expect(email).to_be_focused()
+    email.fill("not an email")
+    visitor.keyboard.press("Enter")
+    expect(visitor.get_by_role("alert")).to_contain_text("valid email address")
+    expect(email).to_have_attribute("aria-invalid", "true")
+    _shot(visitor, "widget-invalid-email")
+    visitor.keyboard.press("Escape")
+    expect(launcher).to_be_focused()
+    expect(launcher).to_have_attribute("aria-expanded", "false")
+
+
+def test_names_and_messages_are_shown_as_text_never_run(browser, server):
+    agent = _agent_console(browser, server)
+    payload = '<img src=x onerror="window.__pwned=1">'
+    visitor = _open_chat(browser, server, "xss.test@example.org", name=payload)
+    visitor.get_by_label("Message").fill(payload)
+    visitor.get_by_role("button", name="Send").click()
+    agent.locator(".conversation-list button", has_text="xss.test@example.org").click()
+    expect(agent.get_by_role("log", name="Messages")).to_contain_text(payload)
+    expect(agent.locator(".extension")).to_contain_text(payload)
+    assert agent.evaluate("window.__pwned") is None
+    assert agent.locator(".thread img, .extension img").count() == 0
+
+
+def test_the_widget_resumes_after_a_reload(browser, server):
+    visitor = _open_chat(browser, server, "reloader@example.org")
+    visitor.get_by_label("Message").fill("before the reload")
+    visitor.get_by_role("button", name="Send").click()
+    log = visitor.get_by_role("log", name="Conversation")
+    expect(log.locator(".meta", has_text="You")).to_have_count(1)  # acknowledged
+    visitor.reload()
+    expect(visitor.get_by_role("dialog", name="Chat with us")).to_be_visible()
+    expect(log).to_contain_text("before the reload")
+    expect(log.locator("li")).to_have_count(1)

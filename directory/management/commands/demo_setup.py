@@ -53,6 +53,8 @@ class Command(BaseCommand):
         total = Contact.objects.count()
         self.stdout.write(
             f"\nDemo directory: {created} contacts added, {total} in the directory.\n\n"
+            f"  Demo site (web chat):  {base}/\n"
+            f"  Agent console:         {base}/console/\n"
             f"  Admin (directory):     {base}/admin/\n"
             f"  Identify API:          POST {base}/api/identify\n\n"
             f"  Admin:  user {admin.username!r}  password {DEMO_ADMIN[1]!r}\n"

@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from channels.db import database_sync_to_async
+from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
@@ -61,6 +62,16 @@ class JsonFrameConsumer(AsyncWebsocketConsumer):
     channel_layer_alias = "cpweb.hub-delivers"
     frame_types: frozenset[str] = frozenset()
     hub: Hub
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # Channels runs close_old_connections in the database thread before
+        # every handler: a thread hop per frame, queued behind real database
+        # work. Every database call here goes through database_sync_to_async,
+        # which closes stale connections itself, so the hop is skipped.
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     async def websocket_connect(self, message: dict[str, Any]) -> None:
         self.bucket = TokenBucket(settings.CP_WS_FRAMES_PER_SECOND, settings.CP_WS_FRAME_BURST)

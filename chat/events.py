@@ -65,7 +65,9 @@ def message_payload(message: Message) -> MessagePayload:
 
 
 def conversation_payload(conversation: Conversation) -> ConversationPayload:
-    last = conversation.last_message
+    """The SPEC §4 Conversation. ``last_message`` is whatever a selector set on
+    the object (``chat.selectors.with_last_messages``); a new one has none."""
+    last: Message | None = getattr(conversation, "last_message", None)
     return {
         "id": str(conversation.pk),
         "channel": conversation.channel,
@@ -121,6 +123,14 @@ def _publish(event: HubEvent) -> None:
 
 
 def _send(event: HubEvent) -> None:
+    from chat.hub import serving_hub
+
+    hub = serving_hub()
+    if hub is not None:
+        hub.publish_threadsafe(event)
+        return
+    # No server loop in this process (a management command, an admin request
+    # under WSGI): publish directly and wait for it.
     layer = get_channel_layer()
     if layer is None:
         return

@@ -52,6 +52,8 @@ class Hub:
         self.pushed_identity: dict[str, str] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._starting = asyncio.Lock()
+        self._outbox: asyncio.Queue[HubEvent] = asyncio.Queue()
+        self.loop = asyncio.get_running_loop()
 
     async def start(self) -> None:
         async with self._starting:
@@ -64,6 +66,7 @@ class Hub:
             # Join before anything is published, or the first events are lost.
             await layer.group_add(HUB_GROUP, channel)
             self._tasks.append(asyncio.create_task(self._listen(layer, channel)))
+            self._tasks.append(asyncio.create_task(self._publish(layer)))
             if isinstance(layer, InMemoryChannelLayer):
                 self._tasks.append(asyncio.create_task(self._catch_up()))
 
@@ -74,6 +77,28 @@ class Hub:
             # channels-redis may linger in a cancelled receive; don't wait forever.
             await asyncio.wait(self._tasks, timeout=2)
         self._tasks.clear()
+
+    # --- Publishing -----------------------------------------------------------
+
+    def publish_threadsafe(self, event: HubEvent) -> None:
+        """Queue an event for the channel layer from any thread, without waiting.
+
+        Services run in the database thread; making that thread wait for the
+        event loop on every push would serialise all writes behind the
+        fan-out. One queue and one task keep the events in commit order.
+        """
+        self.loop.call_soon_threadsafe(self._outbox.put_nowait, event)
+
+    async def _publish(self, layer) -> None:  # type: ignore[no-untyped-def]
+        while True:
+            event = await self._outbox.get()
+            try:
+                await layer.group_send(HUB_GROUP, dict(event))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Committed but not pushed: consoles catch up from their next snapshot.
+                log.exception("hub: publishing %s failed", event["type"])
 
     # --- Registration ---------------------------------------------------------
 
@@ -188,18 +213,32 @@ async def _send_all(recipients: list[Recipient], frame: str) -> None:
 _hubs: "WeakKeyDictionary[asyncio.AbstractEventLoop, Hub]" = WeakKeyDictionary()
 
 
+_serving: Hub | None = None
+
+
+def serving_hub() -> Hub | None:
+    """The hub of this process's running server loop, if there is one."""
+    hub = _serving
+    return hub if hub is not None and hub.loop.is_running() else None
+
+
 async def stop_hub() -> None:
     """Stop this event loop's hub (tests; a server's loop ends with the process)."""
+    global _serving
     hub = _hubs.pop(asyncio.get_running_loop(), None)
     if hub is not None:
+        if _serving is hub:
+            _serving = None
         await hub.stop()
 
 
 async def get_hub() -> Hub:
     """This process's hub (one per event loop), started on first use."""
+    global _serving
     loop = asyncio.get_running_loop()
     hub = _hubs.get(loop)
     if hub is None:
         hub = _hubs[loop] = Hub()
     await hub.start()
+    _serving = hub
     return hub

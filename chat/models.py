@@ -32,9 +32,6 @@ class Conversation(models.Model):
     identity_updated_at = models.DateTimeField(default=timezone.now, db_index=True)
     # sha256 of the visitor's resume token; the token itself is never stored.
     visitor_token_hash = models.CharField(max_length=64, blank=True, db_index=True)
-    last_message = models.ForeignKey(
-        "Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
 
     class Meta:
         ordering = ["-started_at"]
@@ -67,6 +64,7 @@ class Message(models.Model):
 
     class Meta:
         ordering = ["id"]
+        indexes = [models.Index(fields=["conversation", "id"])]
         constraints = [
             models.UniqueConstraint(
                 fields=["conversation", "sender", "client_msg_id"],

@@ -1,10 +1,11 @@
 """Reads of conversations and messages."""
 
 import hashlib
+from collections.abc import Iterable
 from datetime import datetime
 
 from django.core.exceptions import ValidationError
-from django.db.models import QuerySet
+from django.db.models import OuterRef, QuerySet, Subquery
 
 from chat.models import Conversation, Message
 
@@ -16,35 +17,57 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def with_last_messages(conversations: Iterable[Conversation]) -> list[Conversation]:
+    """Set ``last_message`` (a Message or None) on each conversation, in two queries at most.
+
+    The last message is read, not stored: posting a message then costs one
+    write, not two.
+    """
+    conversations = list(conversations)
+    if not conversations:
+        return conversations
+    last_ids = dict(
+        Conversation.objects.filter(pk__in=[c.pk for c in conversations])
+        .annotate(
+            last_id=Subquery(
+                Message.objects.filter(conversation=OuterRef("pk")).order_by("-id").values("id")[:1]
+            )
+        )
+        .values_list("pk", "last_id")
+    )
+    messages = Message.objects.in_bulk([i for i in last_ids.values() if i is not None])
+    for conversation in conversations:
+        conversation.last_message = messages.get(last_ids.get(conversation.pk))  # type: ignore[attr-defined]
+    return conversations
+
+
 def conversation_for_token(token: str) -> Conversation | None:
     """The web chat conversation a visitor's resume token belongs to."""
     if not token or len(token) > 200:
         return None
-    return (
-        Conversation.objects.select_related("last_message")
-        .filter(visitor_token_hash=token_hash(token))
-        .first()
-    )
+    return Conversation.objects.filter(visitor_token_hash=token_hash(token)).first()
 
 
 def conversation_get(conversation_id: str) -> Conversation | None:
     try:
-        return Conversation.objects.select_related("last_message").get(pk=conversation_id)
+        return Conversation.objects.get(pk=conversation_id)
     except (Conversation.DoesNotExist, ValidationError, ValueError, TypeError):
         return None  # no such conversation, or not even a UUID
 
 
 def open_conversations(*, limit: int = SNAPSHOT_LIMIT) -> list[Conversation]:
     """What a console shows on connect: open conversations, newest first."""
-    return list(
-        Conversation.objects.select_related("last_message")
-        .filter(state=Conversation.State.OPEN)
-        .order_by("-started_at")[:limit]
+    return with_last_messages(
+        Conversation.objects.filter(state=Conversation.State.OPEN).order_by("-started_at")[:limit]
     )
 
 
 def messages_after(conversation: Conversation, after: int = 0) -> list[Message]:
-    return list(conversation.messages.filter(id__gt=after).order_by("id")[:HISTORY_LIMIT])
+    return list(
+        Message.objects.filter(conversation=conversation, id__gt=after).order_by("id")[
+            :HISTORY_LIMIT
+        ]
+    )
 
 
 def open_conversations_with_identifiers(values: set[str] | None) -> QuerySet[Conversation]:
@@ -52,12 +75,10 @@ def open_conversations_with_identifiers(values: set[str] | None) -> QuerySet[Con
     conversations = Conversation.objects.filter(state=Conversation.State.OPEN)
     if values is not None:
         conversations = conversations.filter(identifier_value__in=values)
-    return conversations.select_related("last_message")
+    return conversations
 
 
 def conversations_with_identity_changed_since(since: datetime) -> list[Conversation]:
-    return list(
-        Conversation.objects.select_related("last_message").filter(
-            identity_updated_at__gt=since, state=Conversation.State.OPEN
-        )
+    return with_last_messages(
+        Conversation.objects.filter(identity_updated_at__gt=since, state=Conversation.State.OPEN)
     )

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from chat import events
 from chat.models import Conversation, Message
-from chat.selectors import open_conversations_with_identifiers, token_hash
+from chat.selectors import open_conversations_with_identifiers, token_hash, with_last_messages
 from directory.identify import identify
 from directory.normalize import IdentifierError
 
@@ -56,12 +56,6 @@ def message_post(
     author_id: int | None = None,
 ) -> Message:
     """Store a message (once per client_msg_id) and push it after commit."""
-    if client_msg_id:
-        existing = Message.objects.filter(
-            conversation=conversation, sender=sender, client_msg_id=client_msg_id
-        ).first()
-        if existing is not None:
-            return existing
     try:
         with transaction.atomic():
             message = Message.objects.create(
@@ -71,11 +65,10 @@ def message_post(
                 text=text,
                 client_msg_id=client_msg_id,
             )
-            Conversation.objects.filter(pk=conversation.pk).update(last_message=message)
-            conversation.last_message = message
             events.message_posted(message)
     except IntegrityError:
-        # The same client_msg_id raced in from a second socket: that one won.
+        # A resend after a lost ack (or a race from a second socket): the
+        # message is stored already; answer with it.
         return Message.objects.get(
             conversation=conversation, sender=sender, client_msg_id=client_msg_id
         )
@@ -88,6 +81,7 @@ def conversation_end(*, conversation: Conversation) -> Conversation:
             pk=conversation.pk, state=Conversation.State.OPEN
         ).update(state=Conversation.State.ENDED, ended_at=timezone.now())
         conversation.refresh_from_db()
+        with_last_messages([conversation])
         if updated:
             events.conversation_changed(conversation, "ended")
     return conversation
@@ -117,6 +111,7 @@ def conversations_reidentify(*, identifiers: Iterable[str] | None) -> int:
             continue  # rules changed under a stored conversation: keep what it had
         if identity == conversation.identity:
             continue
+        with_last_messages([conversation])
         with transaction.atomic():
             conversation.identity = identity
             conversation.identity_updated_at = timezone.now()

@@ -177,7 +177,8 @@ async def test_resume_after_a_dropped_connection_replays_what_was_missed(connect
 async def test_a_token_opens_only_its_own_conversation(connect):
     _, mine = await _start(connect, email="me@example.com")
     other, _ = await _start(connect, email="other@example.com")
-    for token in ("", "x" * 43, mine["token"][:-1] + "A", 12):
+    altered = mine["token"][:-1] + ("B" if mine["token"].endswith("A") else "A")
+    for token in ("", "x" * 43, altered, 12):
         await other.send({"type": "resume", "token": token})
         assert (await other.receive())["code"] == "invalid_token"
 

@@ -89,7 +89,7 @@ class Hub:
         """
         self.loop.call_soon_threadsafe(self._outbox.put_nowait, event)
 
-    async def _publish(self, layer) -> None:  # type: ignore[no-untyped-def]
+    async def _publish(self, layer) -> None:
         while True:
             event = await self._outbox.get()
             try:

@@ -90,8 +90,8 @@ def test_a_failed_import_pushes_nothing(admin_client, pushed):
     pushed.clear()
     csv_file = SimpleUploadedFile(
         "c.csv",
-        b"external_id,name,company,country,emails,phones,chat_ids\n,New,,,new@example.com,,\n,,,,,,\n"
-        b",No Email,,,broken,,\n",
+        b"external_id,name,company,country,emails,phones,chat_ids\n"
+        b",New,,,new@example.com,,\n,,,,,,\n,No Email,,,broken,,\n",
     )
     admin_client.post(reverse("admin:directory_contact_import"), {"file": csv_file})
     assert pushed == []

@@ -79,7 +79,8 @@ def test_an_admin_csv_import_names_waiting_visitors(admin_client, pushed):
     conversation, _ = conversation_start(channel="webchat", identifier="new@example.com")
     csv_file = SimpleUploadedFile(
         "c.csv",
-        b"external_id,name,company,country,emails,phones,chat_ids\n,New Person,,,new@example.com,,\n",
+        b"external_id,name,company,country,emails,phones,chat_ids\n"
+        b",New Person,,,new@example.com,,\n",
     )
     admin_client.post(reverse("admin:directory_contact_import"), {"file": csv_file})
     assert _updates(pushed, conversation)[-1]["display_name"] == "New Person"

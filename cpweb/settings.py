@@ -113,6 +113,11 @@ elif _database["ENGINE"] != "django.db.backends.postgresql":
     raise ImproperlyConfigured(
         f"DATABASE_URL must be sqlite:///PATH or postgres://… (got engine {_database['ENGINE']})"
     )
+# Keep connections open between requests and socket frames: database work
+# from the websocket consumers runs in one thread (database_sync_to_async), and
+# reconnecting for every frame cost more than the queries themselves.
+_database["CONN_MAX_AGE"] = env_int("CP_DB_CONN_MAX_AGE", 300)
+_database["CONN_HEALTH_CHECKS"] = True
 DATABASES = {"default": _database}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -1,5 +1,6 @@
 """Admin forms: every identifier typed by an admin is normalised before it is saved."""
 
+from collections.abc import Callable
 from typing import Any
 
 from django import forms
@@ -16,16 +17,21 @@ from directory.normalize import (
 )
 
 
+def _normalised(normalize: Callable[..., str], value: str, **options: Any) -> str:
+    """``normalize(value)``, with an IdentifierError shown as the field's error."""
+    try:
+        return normalize(value, **options)
+    except IdentifierError as exc:
+        raise forms.ValidationError(exc.message, code=exc.code) from exc
+
+
 class ContactEmailForm(forms.ModelForm):
     class Meta:
         model = ContactEmail
         fields = ["value"]
 
     def clean_value(self) -> str:
-        try:
-            return normalize_email(self.cleaned_data["value"])
-        except IdentifierError as exc:
-            raise forms.ValidationError(exc.message, code=exc.code) from exc
+        return _normalised(normalize_email, self.cleaned_data["value"])
 
 
 class ContactPhoneForm(forms.ModelForm):
@@ -47,12 +53,11 @@ class ContactPhoneForm(forms.ModelForm):
 
     def clean_value(self) -> str:
         country = (self.contact.country if self.contact else "").upper()
-        try:
-            return normalize_phone(
-                self.cleaned_data["value"], region=country or settings.CP_DEFAULT_REGION
-            )
-        except IdentifierError as exc:
-            raise forms.ValidationError(exc.message, code=exc.code) from exc
+        return _normalised(
+            normalize_phone,
+            self.cleaned_data["value"],
+            region=country or settings.CP_DEFAULT_REGION,
+        )
 
 
 class ContactPhoneFormSet(BaseInlineFormSet):
@@ -66,16 +71,10 @@ class ContactChatIdForm(forms.ModelForm):
         fields = ["channel", "value"]
 
     def clean_channel(self) -> str:
-        try:
-            return normalize_chat_channel(self.cleaned_data["channel"])
-        except IdentifierError as exc:
-            raise forms.ValidationError(exc.message, code=exc.code) from exc
+        return _normalised(normalize_chat_channel, self.cleaned_data["channel"])
 
     def clean_value(self) -> str:
-        try:
-            return normalize_chat_id(self.cleaned_data["value"])
-        except IdentifierError as exc:
-            raise forms.ValidationError(exc.message, code=exc.code) from exc
+        return _normalised(normalize_chat_id, self.cleaned_data["value"])
 
 
 class DirectoryImportForm(forms.Form):

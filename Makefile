@@ -41,6 +41,7 @@ test: lint typecheck
 bench-smoke: $(DEV_STAMP)
 	$(BIN)/python bench/identify_bench.py --contacts 20000 --samples 2000
 	$(BIN)/python bench/import_bench.py --rows 20000
+	$(BIN)/python bench/webchat_load.py --visitors 50 --consoles 5 --duration 5
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

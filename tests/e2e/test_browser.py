@@ -12,6 +12,8 @@ from tests.e2e.conftest import AGENT, OUTPUT
 
 CHROMIUM = "/usr/bin/chromium"
 SHOTS = OUTPUT / "screenshots"
+# CI machines are shared and slow at times: wait up to 15 s for what a user would see.
+expect.set_options(timeout=15_000)
 
 
 @pytest.fixture(scope="module")

@@ -326,7 +326,7 @@ def _insert_contacts(contacts: list[Contact]) -> None:
                         c.name_short_key,
                         stamp,
                         stamp,
-                    )  # fmt: skip
+                    )
                 ],
             )
             for contact, (new_id,) in zip(chunk, cursor.fetchall(), strict=True):

@@ -1,6 +1,7 @@
 """``python manage.py import_directory FILE.csv``: load a large directory (SPEC §6)."""
 
 import io
+import os
 from typing import Any, TextIO, cast
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -23,6 +24,12 @@ class Command(BaseCommand):
             help="replace contacts whose external_id is already in the directory",
         )
         parser.add_argument("--batch-size", type=int, default=5000)
+        parser.add_argument(
+            "--workers",
+            type=int,
+            default=min(4, os.cpu_count() or 1),
+            help="processes validating rows while this one writes (0: validate in-process)",
+        )
         parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -54,6 +61,7 @@ class Command(BaseCommand):
                     stream,
                     update=options["update"],
                     batch_size=options["batch_size"],
+                    workers=options["workers"],
                     on_batch=on_batch,
                 )
                 stream.detach()

@@ -32,9 +32,9 @@ is given (the directory identify_bench.py built there is rebuilt next time).
 """
 
 import argparse
-import os
 import csv
 import gc
+import os
 import random
 import sys
 import time

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from directory.normalize import (
     IdentifierError,
     is_known_region,
+    name_keys,
     normalize_email,
     normalize_phone,
     parse_chat_id_cell,
@@ -37,6 +38,7 @@ class ContactRecord:
     emails: tuple[str, ...]
     phones: tuple[str, ...]
     chat_ids: tuple[tuple[str, str], ...]
+    name_keys: tuple[str, str]  # directory.normalize.name_keys(name)
 
 
 def neutralise(cell: str) -> str:
@@ -94,6 +96,7 @@ def parse_row(row: list[str], *, default_region: str) -> ContactRecord:
                 [normalize_phone(p, region=country or default_region) for p in _split(phones)]
             ),
             chat_ids=tuple(dict.fromkeys(parse_chat_id_cell(c) for c in _split(chat_ids))),
+            name_keys=name_keys(name),
         )
     except IdentifierError as exc:
         raise RowError(exc.message) from exc

@@ -17,7 +17,6 @@ from django.utils import timezone
 from directory.csv_format import ContactRecord, RowError, check_header, parse_row
 from directory.models import Contact, ContactChatId, ContactEmail, ContactPhone
 from directory.normalize import (
-    name_keys,
     normalize_chat_channel,
     normalize_chat_id,
     normalize_email,
@@ -303,25 +302,24 @@ def _import_batch(
     if not report.ok:
         return  # keep validating the rest, write nothing
 
-    now = timezone.now()
-    to_create: list[tuple[Contact, ContactRecord]] = []
-    to_update: list[tuple[Contact, ContactRecord]] = []
-    for _, record in batch:
-        contact = Contact(
-            id=existing.get(record.external_id),
-            name=record.name,
-            company=record.company,
-            country=record.country,
-            external_id=record.external_id,
-            created_at=now,
-            updated_at=now,
-        )
-        contact.name_key, contact.name_short_key = name_keys(record.name)
-        (to_update if contact.id else to_create).append((contact, record))
-
-    _insert_contacts([contact for contact, _ in to_create])
+    new = [record for _, record in batch if record.external_id not in existing]
+    pairs = list(zip(_insert_contacts(new), new, strict=True))
+    to_update = [record for _, record in batch if record.external_id in existing]
     if to_update:
-        contacts = [contact for contact, _ in to_update]
+        now = timezone.now()
+        contacts = [
+            Contact(
+                id=existing[record.external_id],
+                name=record.name,
+                company=record.company,
+                country=record.country,
+                external_id=record.external_id,
+                name_key=record.name_keys[0],
+                name_short_key=record.name_keys[1],
+                updated_at=now,
+            )
+            for record in to_update
+        ]
         Contact.objects.bulk_update(
             contacts,
             ["name", "company", "country", "name_key", "name_short_key", "updated_at"],
@@ -329,15 +327,15 @@ def _import_batch(
         ids = [contact.id for contact in contacts]
         for model in (ContactEmail, ContactPhone, ContactChatId):
             model.objects.filter(contact_id__in=ids).delete()
+        pairs += [(contact.id, record) for contact, record in zip(contacts, to_update, strict=True)]
 
-    pairs = to_create + to_update
     _insert_rows(ContactEmail, ["contact_id", "value"],
-                 [(c.id, v) for c, record in pairs for v in record.emails])  # fmt: skip
+                 [(c, v) for c, record in pairs for v in record.emails])  # fmt: skip
     _insert_rows(ContactPhone, ["contact_id", "value"],
-                 [(c.id, v) for c, record in pairs for v in record.phones])  # fmt: skip
+                 [(c, v) for c, record in pairs for v in record.phones])  # fmt: skip
     _insert_rows(ContactChatId, ["contact_id", "channel", "value"],
-                 [(c.id, ch, v) for c, record in pairs for ch, v in record.chat_ids])  # fmt: skip
-    report.created += len(to_create)
+                 [(c, ch, v) for c, record in pairs for ch, v in record.chat_ids])  # fmt: skip
+    report.created += len(new)
     report.updated += len(to_update)
 
 
@@ -360,41 +358,32 @@ def _insert_rows(model: type[Model], columns: list[str], rows: list[tuple[Any, .
             )
 
 
-def _insert_contacts(contacts: list[Contact]) -> None:
-    """Multi-row INSERT … RETURNING id, setting each contact's id.
+def _insert_contacts(records: list[ContactRecord]) -> list[int]:
+    """Multi-row INSERT … RETURNING id of new contacts; their ids, in order.
 
     Rows come back in the order of VALUES, which bulk_create relies on too;
-    going around it saves building every row through the ORM's compiler.
+    going around it saves building every row through the ORM.
     """
     fields = ["name", "company", "country", "external_id", "name_key", "name_short_key",
               "created_at", "updated_at"]  # fmt: skip
     table = Contact._meta.db_table
     row_sql = "(" + ", ".join(["%s"] * len(fields)) + ")"
     stamp = connection.ops.adapt_datetimefield_value(timezone.now())
+    ids: list[int] = []
     with connection.cursor() as cursor:
-        for start in range(0, len(contacts), _INSERT_CHUNK):
-            chunk = contacts[start : start + _INSERT_CHUNK]
+        for start in range(0, len(records), _INSERT_CHUNK):
+            chunk = records[start : start + _INSERT_CHUNK]
+            values: list[Any] = []
+            for r in chunk:
+                values += (r.name, r.company, r.country, r.external_id, *r.name_keys, stamp, stamp)
             cursor.execute(
                 f"INSERT INTO {table} ({', '.join(fields)}) VALUES "  # noqa: S608
                 + ", ".join([row_sql] * len(chunk))
                 + " RETURNING id",
-                [
-                    value
-                    for c in chunk
-                    for value in (
-                        c.name,
-                        c.company,
-                        c.country,
-                        c.external_id,
-                        c.name_key,
-                        c.name_short_key,
-                        stamp,
-                        stamp,
-                    )
-                ],
+                values,
             )
-            for contact, (new_id,) in zip(chunk, cursor.fetchall(), strict=True):
-                contact.id = new_id
+            ids += [row[0] for row in cursor.fetchall()]
+    return ids
 
 
 _INSERT_CHUNK = 500

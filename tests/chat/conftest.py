@@ -1,7 +1,9 @@
 import pytest
+from channels.db import database_sync_to_async
 from channels.layers import channel_layers
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import Permission, User
+from django.db import connections
 from django.test import Client
 
 from chat.hub import stop_hub
@@ -11,11 +13,15 @@ ORIGIN = (b"origin", b"http://127.0.0.1:8000")
 
 
 @pytest.fixture(autouse=True)
-async def fresh_hub_and_layer():
+async def fresh_hub_and_layer(request):
     """Each test runs in its own event loop: give it its own layer and hub."""
     channel_layers.backends.clear()
     yield
     await stop_hub()
+    # Connections persist (CONN_MAX_AGE); close the database thread's so the
+    # test database can be dropped at the end of the run.
+    if request.node.get_closest_marker("django_db"):
+        await database_sync_to_async(connections.close_all)()
     for layer in channel_layers.backends.values():
         if hasattr(layer, "close_pools"):  # channels-redis: connections belong to this loop
             await layer.close_pools()

@@ -81,10 +81,12 @@ async def test_a_console_connecting_later_gets_a_snapshot_newest_first(connect, 
 
 
 async def test_messages_flow_both_ways_with_acks_after_storage(connect, agent_cookie):
-    visitor, started = await _start(connect)
-    conversation_id = started["conversation_id"]
     console, _ = await _console(connect, agent_cookie)
     other_console, _ = await _console(connect, agent_cookie)
+    visitor, started = await _start(connect)
+    conversation_id = started["conversation_id"]
+    for each in (console, other_console):
+        await each.receive_until(_event("identified"))
 
     await visitor.send({"type": "message", "text": "Before anyone watches", "client_msg_id": "v1"})
     ack = await visitor.receive()
@@ -107,6 +109,7 @@ async def test_messages_flow_both_ways_with_acks_after_storage(connect, agent_co
     await console.send({"type": "reply", "conversation_id": conversation_id, "text": "Hi Anna!",
                         "client_msg_id": "a1"})  # fmt: skip
     frames = [await console.receive(), await console.receive()]
+    assert sorted(f["type"] for f in frames) == ["ack", "message"]  # own reply, as a watcher
     reply_ack = next(f for f in frames if f["type"] == "ack")
     assert reply_ack["client_msg_id"] == "a1"
     to_visitor = await visitor.receive()

@@ -142,7 +142,7 @@ async def test_resume_after_a_dropped_connection_loses_nothing(server, sockets):
 
     console = await new_console()
     await console.send({"type": "watch", "conversation_id": conversation_id})
-    history = [await console.receive() for _ in acked]
+    history = [await console.receive_until(lambda f: f["type"] == "message") for _ in acked]
     assert [m["message"]["message_id"] for m in history] == acked
     for text in ("Hello Hugo", "How can we help?"):
         await console.send({"type": "reply", "conversation_id": conversation_id, "text": text})

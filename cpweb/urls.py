@@ -2,7 +2,6 @@ from django.contrib import admin
 from django.urls import include, path
 
 from chat import views as chat_views
-from cpweb.health import healthz
 from directory import views as directory_views
 
 urlpatterns = [
@@ -11,5 +10,4 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
     path("api/identify", directory_views.identify_view, name="api-identify"),
-    path("healthz", healthz, name="healthz"),
 ]

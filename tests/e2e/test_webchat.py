@@ -203,11 +203,3 @@ async def test_consoles_need_a_signed_in_agent(server):
     async with connect(f"{server.ws_url}/ws/console/", origin=server.origin) as anonymous:
         await anonymous.wait_closed()
         assert anonymous.close_code == 4401
-
-
-def test_healthz_on_the_running_server(server):
-    import httpx
-
-    response = httpx.get(f"{server.base_url}/healthz", timeout=10)
-    assert response.status_code == 200
-    assert response.json()["checks"]["channel_layer"]["ok"] is True

@@ -75,6 +75,7 @@ class JsonFrameConsumer(AsyncWebsocketConsumer):
 
     async def websocket_connect(self, message: dict[str, Any]) -> None:
         self.bucket = TokenBucket(settings.CP_WS_FRAMES_PER_SECOND, settings.CP_WS_FRAME_BURST)
+        self.delivered: dict[str, int] = {}  # conversation id -> last message id sent
         self.hub = await get_hub()
         await super().websocket_connect(message)
 
@@ -119,28 +120,30 @@ class JsonFrameConsumer(AsyncWebsocketConsumer):
         if self.pending is not None:
             self.pending.append(frame)
         else:
-            await self.send(text_data=frame)
+            await self._send_new(frame)
 
-    async def flush(self, *, conversation_id: str = "", sent_up_to: int = 0) -> None:
-        """Send what waited, less the messages of ``conversation_id`` already sent."""
+    async def flush(self) -> None:
+        """Send what waited while a snapshot, history or replay went out."""
         frames, self.pending = self.pending or [], None
         for frame in frames:
-            if conversation_id and _message_id(frame, conversation_id) <= sent_up_to:
-                continue
-            await self.send(text_data=frame)
+            await self._send_new(frame)
 
+    async def _send_new(self, frame: str) -> None:
+        # A message event can arrive after the history that already held it
+        # (published before the watch, delivered after it): send each message once.
+        if frame.startswith('{"type":"message"'):
+            conversation_id, message_id = self._message_key(json.loads(frame))
+            if message_id <= self.delivered.get(conversation_id, 0):
+                return
+            self.delivered[conversation_id] = message_id
+        await self.send(text_data=frame)
 
-def _message_id(frame: str, conversation_id: str) -> int:
-    """The id of a message frame of ``conversation_id`` (console or visitor form), else a
-    number larger than any id."""
-    data = json.loads(frame)
-    if data.get("type") != "message":
-        return 1 << 62
-    if "message" in data:
-        if data.get("conversation_id") != conversation_id:
-            return 1 << 62
-        data = data["message"]
-    return int(data["message_id"])
+    def _message_key(self, data: dict[str, Any]) -> tuple[str, int]:
+        """(conversation id, message id) of a console or a visitor message frame."""
+        if "message" in data:  # console form
+            return data["conversation_id"], int(data["message"]["message_id"])
+        conversation = getattr(self, "conversation", None)
+        return str(conversation.pk if conversation else ""), int(data["message_id"])
 
 
 def _text(frame: dict[str, Any], client_msg_id: str) -> str:
@@ -256,9 +259,8 @@ class VisitorConsumer(JsonFrameConsumer):
             await self.send_frame({"type": "message", **message_payload(message)})
         if conversation.state == Conversation.State.ENDED:
             await self.send(text_data=ENDED_FRAME)
-        await self.flush(
-            conversation_id=str(conversation.pk), sent_up_to=missed[-1].pk if missed else after
-        )
+        self.delivered[str(conversation.pk)] = missed[-1].pk if missed else after
+        await self.flush()
 
     def _open_conversation(self) -> Conversation:
         if self.conversation is None:
@@ -348,9 +350,9 @@ class ConsoleConsumer(JsonFrameConsumer):
                 {"type": "message", "conversation_id": conversation_id,
                  "message": message_payload(message)}
             )  # fmt: skip
-        await self.flush(
-            conversation_id=conversation_id, sent_up_to=history[-1].pk if history else 0
-        )
+        if history:
+            self.delivered[conversation_id] = history[-1].pk
+        await self.flush()
 
     async def on_unwatch(self, frame: dict[str, Any]) -> None:
         conversation_id = frame.get("conversation_id")

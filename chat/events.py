@@ -40,6 +40,9 @@ class ConversationPayload(TypedDict):
     started_at: str
     identity: Identity
     last_message: MessagePayload | None
+    # Beyond SPEC §4: a voice call's ringing | answered | ended, an email's subject.
+    call_state: NotRequired[str]
+    subject: NotRequired[str]
 
 
 class HubEvent(TypedDict):
@@ -68,7 +71,7 @@ def conversation_payload(conversation: Conversation) -> ConversationPayload:
     """The SPEC §4 Conversation. ``last_message`` is whatever a selector set on
     the object (``chat.selectors.with_last_messages``); a new one has none."""
     last: Message | None = getattr(conversation, "last_message", None)
-    return {
+    payload: ConversationPayload = {
         "id": str(conversation.pk),
         "channel": conversation.channel,
         "state": conversation.state,
@@ -76,6 +79,11 @@ def conversation_payload(conversation: Conversation) -> ConversationPayload:
         "identity": conversation.identity,
         "last_message": message_payload(last) if last else None,
     }
+    if conversation.call_state:
+        payload["call_state"] = conversation.call_state
+    if conversation.subject:
+        payload["subject"] = conversation.subject
+    return payload
 
 
 def encode(frame: object) -> str:

@@ -6,6 +6,7 @@ PostgreSQL and Redis. A bad value stops start-up with an error naming the
 variable.
 """
 
+import base64
 import secrets
 from pathlib import Path
 
@@ -205,10 +206,52 @@ CP_WS_FRAMES_PER_SECOND = env_number("CP_WS_FRAMES_PER_SECOND", 10, minimum=0.1)
 CP_WS_FRAME_BURST = env_number("CP_WS_FRAME_BURST", 30, minimum=1)
 CP_MAX_MESSAGE_CHARS = env_int("CP_MAX_MESSAGE_CHARS", 4_000, minimum=1)
 
+# --- Channel webhooks (SPEC §5) ---------------------------------------------
+
+# Largest webhook body accepted from Sinch (callbacks are a few KiB).
+CP_WEBHOOK_MAX_BYTES = env_int("CP_WEBHOOK_MAX_BYTES", 1_048_576, minimum=1024)
+# Work that must not hold up a webhook's answer (platform names, agent replies
+# to Sinch) runs on a small pool of threads per process (chat/background.py).
+CP_BACKGROUND_WORKERS = env_int("CP_BACKGROUND_WORKERS", 4, minimum=1)
+
 SINCH_CONVERSATION_WEBHOOK_SECRET = env_str("SINCH_CONVERSATION_WEBHOOK_SECRET")
+# Signed callbacks older (or further in the future) than this are refused;
+# their nonces are remembered for as long.
+SINCH_WEBHOOK_MAX_AGE = env_int("SINCH_WEBHOOK_MAX_AGE", 300, minimum=1)
+SINCH_API_BASE_URL = _url_setting("SINCH_API_BASE_URL", "https://us.conversation.api.sinch.com")
+# Conversation API credentials (an access key of the project): OAuth2 client
+# credentials exchanged at SINCH_AUTH_URL for a bearer token.
+SINCH_PROJECT_ID = env_str("SINCH_PROJECT_ID")
+SINCH_KEY_ID = env_str("SINCH_KEY_ID")
+SINCH_KEY_SECRET = env_str("SINCH_KEY_SECRET")
+if bool(SINCH_KEY_ID) != bool(SINCH_KEY_SECRET):
+    raise ImproperlyConfigured("SINCH_KEY_ID and SINCH_KEY_SECRET must be set together")
+SINCH_AUTH_URL = _url_setting("SINCH_AUTH_URL", "https://auth.sinch.com/oauth2/token")
+SINCH_API_TIMEOUT = env_number("SINCH_API_TIMEOUT", 5, minimum=0.1)
+# How long a fetched platform name is trusted before it is fetched again.
+SINCH_NAME_CACHE_SECONDS = env_int("SINCH_NAME_CACHE_SECONDS", 86_400)
+
 SINCH_VOICE_APP_KEY = env_str("SINCH_VOICE_APP_KEY")
 SINCH_VOICE_APP_SECRET = env_str("SINCH_VOICE_APP_SECRET")
-SINCH_API_BASE_URL = _url_setting("SINCH_API_BASE_URL", "https://us.conversation.api.sinch.com")
+if bool(SINCH_VOICE_APP_KEY) != bool(SINCH_VOICE_APP_SECRET):
+    raise ImproperlyConfigured(
+        "SINCH_VOICE_APP_KEY and SINCH_VOICE_APP_SECRET must be set together"
+    )
+if SINCH_VOICE_APP_SECRET:
+    try:
+        base64.b64decode(SINCH_VOICE_APP_SECRET, validate=True)
+    except ValueError as exc:
+        raise ImproperlyConfigured(
+            "SINCH_VOICE_APP_SECRET must be the application secret as Sinch shows it (base64)"
+        ) from exc
+# Where an incoming call goes once identified: a PSTN number (connectPstn), or
+# unset to park the caller on hold while the contact center picks it up.
+SINCH_VOICE_CONNECT_NUMBER = env_str("SINCH_VOICE_CONNECT_NUMBER")
+if SINCH_VOICE_CONNECT_NUMBER and not SINCH_VOICE_CONNECT_NUMBER.startswith("+"):
+    raise ImproperlyConfigured("SINCH_VOICE_CONNECT_NUMBER must be in E.164 (+…)")
+SINCH_VOICE_HOLD_PROMPT = env_str(
+    "SINCH_VOICE_HOLD_PROMPT", "#tts[Thank you for calling. An agent will be with you shortly.]"
+)
 
 CRM_WEBHOOK_URL = _url_setting("CRM_WEBHOOK_URL")
 CRM_WEBHOOK_SECRET = env_str("CRM_WEBHOOK_SECRET")
@@ -230,3 +273,4 @@ for _channel, _template in CRM_CHAT_ID_FORMATS.items():
         raise ImproperlyConfigured(f"CRM_CHAT_ID_FORMATS entry {_channel} must contain {{id}}")
 
 EMAIL_INBOUND_TOKEN = env_str("EMAIL_INBOUND_TOKEN")
+EMAIL_INBOUND_MAX_BYTES = env_int("EMAIL_INBOUND_MAX_BYTES", 10_485_760, minimum=1024)

@@ -2,6 +2,9 @@ from django.contrib import admin
 from django.urls import include, path
 
 from chat import views as chat_views
+from chat.webhooks.email import email_webhook
+from chat.webhooks.sinch_conversation import sinch_conversation_webhook
+from chat.webhooks.sinch_voice import sinch_voice_webhook
 from directory import views as directory_views
 
 urlpatterns = [
@@ -10,4 +13,11 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
     path("api/identify", directory_views.identify_view, name="api-identify"),
+    path(
+        "webhooks/sinch/conversation/",
+        sinch_conversation_webhook,
+        name="webhook-sinch-conversation",
+    ),
+    path("webhooks/sinch/voice/", sinch_voice_webhook, name="webhook-sinch-voice"),
+    path("webhooks/email/", email_webhook, name="webhook-email"),
 ]

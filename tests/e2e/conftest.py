@@ -1,5 +1,8 @@
 """A real cpweb: migrated, demo directory loaded, daphne on a free port.
 
+Its channel webhooks are configured with the secrets below, and Sinch's REST
+API is a local HTTP server of the test process (tests/fake_sinch.py).
+
 The server runs on what the suite runs on: a SQLite file and the in-memory
 channel layer by default; with DATABASE_URL=postgres://… a fresh database of
 its own on that server, and with REDIS_URL the Redis layer under a prefix of
@@ -19,12 +22,18 @@ import httpx
 import psycopg
 import pytest
 
+from tests.fake_sinch import FakeSinch, start_fake_sinch
+
 ROOT = Path(__file__).resolve().parents[2]
 OUTPUT = Path(os.environ.get("CPWEB_TEST_OUTPUT", ROOT / "test-results"))
 API_TOKEN = "e2e-api-token"
 IDENTITY_SECRET = "e2e-identity-secret"
 ADMIN = ("admin", "cpweb-admin-demo")
 AGENT = ("agent", "cpweb-agent-demo")
+SINCH_WEBHOOK_SECRET = "e2e-sinch-webhook-secret"
+SINCH_VOICE_KEY = "e2e-voice-app"
+SINCH_VOICE_SECRET = "ZTJlLXZvaWNlLXNlY3JldA=="
+EMAIL_TOKEN = "e2e-email-token"
 
 
 @dataclass
@@ -90,7 +99,14 @@ def _drop_postgres_database(url: str, name: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory) -> Server:
+def sinch_api() -> FakeSinch:
+    fake, http_server = start_fake_sinch()
+    yield fake
+    http_server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory, sinch_api) -> Server:
     var = tmp_path_factory.mktemp("cpweb-e2e")
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "DJANGO_SETTINGS"))}
@@ -101,6 +117,11 @@ def server(tmp_path_factory) -> Server:
         "WEBCHAT_IDENTITY_SECRET": IDENTITY_SECRET,
         "CP_CHANNEL_PREFIX": f"cpweb-e2e-{port}",
         "PYTHONUNBUFFERED": "1",
+        "SINCH_CONVERSATION_WEBHOOK_SECRET": SINCH_WEBHOOK_SECRET,
+        "SINCH_VOICE_APP_KEY": SINCH_VOICE_KEY,
+        "SINCH_VOICE_APP_SECRET": SINCH_VOICE_SECRET,
+        "EMAIL_INBOUND_TOKEN": EMAIL_TOKEN,
+        **sinch_api.settings_env(),
     }
     database = None
     if env.get("DATABASE_URL", "").startswith("postgres"):

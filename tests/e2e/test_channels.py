@@ -1,0 +1,320 @@
+"""Every webhook channel end to end: a real daphne, a real console websocket.
+
+A webhook arrives (signed as Sinch signs, or with the email token), and the
+console receives the conversation ``identified`` with the expected identity:
+matched, unmatched, ambiguous and, where the platform has one, named by the
+platform. Sinch's REST API is the local server of tests/fake_sinch.py, so the
+platform name travels daphne → HTTP → back as an ``updated`` push.
+"""
+
+import asyncio
+import json
+import time
+import uuid
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+from websockets.asyncio.client import connect
+
+from chat.webhooks.signatures import conversation_signature, voice_signature
+from tests.e2e.conftest import (
+    AGENT,
+    EMAIL_TOKEN,
+    SINCH_VOICE_KEY,
+    SINCH_VOICE_SECRET,
+    SINCH_WEBHOOK_SECRET,
+)
+
+APP_ID = "01HZAPPEXAMP1E000000000001"
+
+
+class Console:
+    def __init__(self, socket) -> None:
+        self.socket = socket
+
+    async def receive_until(self, predicate, timeout: float = 8) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = max(0.01, deadline - time.monotonic())
+            frame = json.loads(await asyncio.wait_for(self.socket.recv(), remaining))
+            if predicate(frame):
+                return frame
+
+    async def conversation(self, event: str, channel: str, value: str | None, **more) -> dict:
+        """The next ``event`` for a conversation on ``channel`` with identifier ``value``."""
+
+        def wanted(frame: dict) -> bool:
+            if frame.get("type") != "conversation" or frame["event"] != event:
+                return False
+            conversation = frame["conversation"]
+            identifier = conversation["identity"]["identifier"]
+            return (
+                conversation["channel"] == channel
+                and identifier["value"] == value
+                and all(conversation.get(k) == v for k, v in more.items())
+            )
+
+        return (await self.receive_until(wanted))["conversation"]
+
+
+@pytest.fixture
+async def console(server):
+    cookie = server.session_cookie(AGENT)
+    socket = await connect(
+        f"{server.ws_url}/ws/console/", origin=server.origin, additional_headers={"Cookie": cookie}
+    )
+    client = Console(socket)
+    await client.receive_until(lambda f: f["type"] == "snapshot")
+    yield client
+    await socket.close()
+
+
+async def _post(server, path: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as client:
+        return await client.post(path, content=body, headers=headers)
+
+
+async def _sinch_message(server, *, channel: str, identity: str, contact_id: str, text="Hello"):
+    payload = {
+        "app_id": APP_ID,
+        "accepted_time": "2024-05-02T10:15:31.204518Z",
+        "event_time": "2024-05-02T10:15:30Z",
+        "project_id": "5b7c830f-0000-4000-8000-000000000001",
+        "message": {
+            "id": uuid.uuid4().hex.upper()[:26],
+            "direction": "TO_APP",
+            "contact_message": {"text_message": {"text": text}},
+            "channel_identity": {"channel": channel, "identity": identity, "app_id": APP_ID},
+            "conversation_id": f"CONV-{contact_id}",
+            "contact_id": contact_id,
+            "metadata": "",
+            "accept_time": "2024-05-02T10:15:31.190211Z",
+            "sender_id": "",
+            "processing_mode": "CONVERSATION",
+            "injected": False,
+        },
+        "message_metadata": "",
+        "correlation_id": "",
+    }
+    return await _signed_sinch(server, json.dumps(payload).encode())
+
+
+async def _signed_sinch(server, body: bytes, *, secret: str = SINCH_WEBHOOK_SECRET, nonce=None):
+    nonce = nonce or uuid.uuid4().hex
+    stamp = str(int(time.time()))
+    headers = {
+        "Content-Type": "application/json",
+        "x-sinch-webhook-signature": conversation_signature(secret, body, nonce, stamp),
+        "x-sinch-webhook-signature-nonce": nonce,
+        "x-sinch-webhook-signature-timestamp": stamp,
+        "x-sinch-webhook-signature-algorithm": "HmacSHA256",
+    }
+    return await _post(server, "/webhooks/sinch/conversation/", body, headers)
+
+
+async def _voice(server, payload: dict, *, secret: str = SINCH_VOICE_SECRET) -> httpx.Response:
+    body = json.dumps(payload).encode()
+    content_type = "application/json; charset=utf-8"
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    signature = voice_signature(
+        app_secret=secret,
+        method="POST",
+        body=body,
+        content_type=content_type,
+        timestamp=stamp,
+        path="/webhooks/sinch/voice/",
+    )
+    headers = {
+        "Content-Type": content_type,
+        "x-timestamp": stamp,
+        "Authorization": f"Application {SINCH_VOICE_KEY}:{signature}",
+    }
+    return await _post(server, "/webhooks/sinch/voice/", body, headers)
+
+
+async def _email(server, raw: bytes, token: str = EMAIL_TOKEN) -> httpx.Response:
+    headers = {"Content-Type": "message/rfc822", "Authorization": f"Bearer {token}"}
+    return await _post(server, "/webhooks/email/", raw, headers)
+
+
+# --- Sinch Conversation API ------------------------------------------------------
+
+
+async def test_whatsapp_matched_then_named_by_the_platform(server, sinch_api, console):
+    sinch_api.add_contact("E2E-WA-ANNA", "Anna Svensson")
+    response = await _sinch_message(
+        server, channel="WHATSAPP", identity="46701234567", contact_id="E2E-WA-ANNA"
+    )
+    assert response.status_code == 200, response.text
+    first = await console.conversation("identified", "WHATSAPP", "+46701234567")
+    assert first["identity"]["status"] == "matched"
+    assert first["identity"]["display_name"] == "Anna Maria Svensson"
+    assert first["identity"]["contact"]["external_id"] == "CRM-1001"
+    named = await console.conversation("updated", "WHATSAPP", "+46701234567")
+    assert named["id"] == first["id"]
+    assert named["identity"]["display_name"] == "Anna Svensson"
+    assert named["identity"]["name_source"] == "platform"
+    assert named["identity"]["possible_match"]["name"] == "Anna Maria Svensson"
+
+
+async def test_messenger_named_from_its_channel_profile(server, sinch_api, console):
+    sinch_api.profiles[("E2E-MSG-AMELIA", "MESSENGER")] = "Amelia Clarke"
+    await _sinch_message(
+        server, channel="MESSENGER", identity="2742085512340733", contact_id="E2E-MSG-AMELIA"
+    )
+    first = await console.conversation("identified", "MESSENGER", "2742085512340733")
+    assert first["identity"]["contact"]["external_id"] == "CRM-2002"
+    named = await console.conversation("updated", "MESSENGER", "2742085512340733")
+    assert named["identity"]["display_name"] == "Amelia Clarke"
+    assert named["identity"]["possible_match"]["name"] == "Amelia Clarke"
+
+
+async def test_unmatched_whatsapp_and_ambiguous_sms(server, console):
+    await _sinch_message(server, channel="WHATSAPP", identity="447700900123", contact_id="E2E-X")
+    stranger = await console.conversation("identified", "WHATSAPP", "+447700900123")
+    assert (stranger["identity"]["status"], stranger["identity"]["display_name"]) == (
+        "unmatched",
+        "+447700900123",
+    )
+    await _sinch_message(server, channel="SMS", identity="46812345678", contact_id="E2E-SMS")
+    shared = await console.conversation("identified", "SMS", "+46812345678")
+    assert shared["identity"]["status"] == "ambiguous"
+    assert sorted(c["name"] for c in shared["identity"]["candidates"]) == [
+        "Erik Lindqvist",
+        "Karin Lindqvist",
+    ]
+
+
+async def test_forged_and_replayed_sinch_callbacks_are_refused(server, console):
+    forged = await _sinch_message_signed_with(server, "not-the-secret")
+    assert forged.status_code == 401
+    body = json.dumps({"app_id": APP_ID, "message_delivery_report": {}}).encode()
+    assert (await _signed_sinch(server, body, nonce="E2E-NONCE-1")).status_code == 200
+    replay = await _signed_sinch(server, body, nonce="E2E-NONCE-1")
+    assert (replay.status_code, replay.json()["error"]) == (401, "replayed_nonce")
+
+
+async def _sinch_message_signed_with(server, secret: str) -> httpx.Response:
+    body = json.dumps({"app_id": APP_ID, "message": {"channel_identity": {}}}).encode()
+    return await _signed_sinch(server, body, secret=secret)
+
+
+async def test_an_agent_reply_reaches_sinch(server, sinch_api, console):
+    await _sinch_message(server, channel="TELEGRAM", identity="520012345", contact_id="E2E-TG")
+    conversation = await console.conversation("identified", "TELEGRAM", "520012345")
+    assert conversation["identity"]["contact"]["external_id"] == "CRM-4003"
+    await console.socket.send(
+        json.dumps({"type": "reply", "conversation_id": conversation["id"],
+                    "text": "Bonjour Hugo", "client_msg_id": "r1"})
+    )  # fmt: skip
+    await console.receive_until(lambda f: f["type"] == "ack")
+    deadline = time.monotonic() + 5
+    while not any(m["message"] == {"text_message": {"text": "Bonjour Hugo"}}
+                  for m in sinch_api.sent):  # fmt: skip
+        assert time.monotonic() < deadline, sinch_api.sent
+        await asyncio.sleep(0.05)
+    sent = next(m for m in sinch_api.sent if m["recipient"] == {"contact_id": "E2E-TG"})
+    assert sent["channel_priority_order"] == ["TELEGRAM"]
+
+
+# --- Voice -------------------------------------------------------------------------
+
+
+def _ice(callid: str, cli: str) -> dict:
+    return {
+        "event": "ice",
+        "callid": callid,
+        "timestamp": "2024-05-02T10:20:00Z",
+        "version": 1,
+        "cli": cli,
+        "to": {"type": "did", "endpoint": "+46700000001"},
+        "domain": "pstn",
+        "applicationKey": SINCH_VOICE_KEY,
+        "originationType": "PSTN",
+    }
+
+
+async def test_a_call_rings_identified_then_is_answered_and_ends(server, console):
+    answer = await _voice(server, _ice("e2e-call-1", "442079460958"))
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["action"]["name"] == "park"
+    ringing = await console.conversation("identified", "voice", "+442079460958")
+    assert ringing["call_state"] == "ringing"
+    assert ringing["identity"]["display_name"] == "Oliver Hughes"
+    await _voice(server, {"event": "ace", "callid": "e2e-call-1"})
+    answered = await console.conversation("updated", "voice", "+442079460958")
+    assert answered["call_state"] == "answered"
+    await _voice(server, {"event": "dice", "callid": "e2e-call-1", "reason": "CALLERHANGUP"})
+    ended = await console.conversation("ended", "voice", "+442079460958")
+    assert (ended["state"], ended["call_state"]) == ("ended", "ended")
+
+
+async def test_unmatched_ambiguous_and_withheld_callers(server, console):
+    await _voice(server, _ice("e2e-call-2", "+15550100999"))
+    unknown = await console.conversation("identified", "voice", "+15550100999")
+    assert unknown["identity"]["status"] == "unmatched"
+    await _voice(server, _ice("e2e-call-3", "+46812345678"))
+    shared = await console.conversation("identified", "voice", "+46812345678")
+    assert shared["identity"]["status"] == "ambiguous"
+    await _voice(server, _ice("e2e-call-4", "anonymous"))
+    hidden = await console.conversation("identified", "voice", None)
+    assert hidden["identity"]["status"] == "withheld"
+
+
+async def test_a_wrongly_signed_call_is_refused(server):
+    response = await _voice(server, _ice("e2e-call-5", "46701234567"), secret="d3Jvbmc=")
+    assert response.status_code == 401
+
+
+# --- Email -------------------------------------------------------------------------
+
+
+def _mail(sender: str, message_id: str, body: str = "Hello", extra: str = "") -> bytes:
+    return (
+        f"From: {sender}\r\nTo: support@cp.example\r\nSubject: =?utf-8?q?Fr=C3=A5ga?=\r\n"
+        f"Message-ID: <{message_id}>\r\n{extra}Content-Type: text/plain; charset=utf-8\r\n"
+        f"Content-Transfer-Encoding: 8bit\r\n\r\n{body}\r\n"
+    ).encode()
+
+
+async def test_emails_matched_unmatched_and_ambiguous(server, console):
+    known = await _email(server, _mail("=?utf-8?q?Siobh=C3=A1n?= <siobhan@greenway.ie>", "e2e-1"))
+    assert known.status_code == 200, known.text
+    matched = await console.conversation("identified", "email", "siobhan@greenway.ie")
+    assert matched["identity"]["display_name"] == "Siobhán O'Connor"
+    assert matched["identity"]["claimed_name"] == "Siobhán"
+    assert matched["subject"] == "Fråga"
+
+    await _email(server, _mail("Jürgen <jürgen@müller.example>", "e2e-2"))
+    idn = await console.conversation("identified", "email", "jürgen@xn--mller-kva.example")
+    assert idn["identity"]["display_name"] == "Jürgen Müller"
+
+    await _email(server, _mail("New Person <new.person@example.org>", "e2e-3"))
+    unknown = await console.conversation("identified", "email", "new.person@example.org")
+    assert unknown["identity"]["status"] == "unmatched"
+    assert unknown["identity"]["claimed_name"] == "New Person"
+
+    await _email(server, _mail("support@nordicbikes.se", "e2e-4"))
+    shared = await console.conversation("identified", "email", "support@nordicbikes.se")
+    assert shared["identity"]["status"] == "ambiguous"
+
+
+async def test_an_email_reply_reaches_the_watching_console(server, console):
+    first = (await _email(server, _mail("liam.roy@example.ca", "e2e-10"))).json()
+    await console.socket.send(
+        json.dumps({"type": "watch", "conversation_id": first["conversation_id"]})
+    )
+    await console.receive_until(lambda f: f["type"] == "message")
+    reply = _mail(
+        "liam.roy@example.ca", "e2e-11", body="Any news?", extra="In-Reply-To: <e2e-10>\r\n"
+    )
+    assert (await _email(server, reply)).json()["conversation_id"] == first["conversation_id"]
+    message = await console.receive_until(lambda f: f["type"] == "message")
+    assert message["message"]["text"] == "Any news?"
+
+
+async def test_malformed_email_and_wrong_token(server):
+    assert (await _email(server, _mail("a@example.com", "e2e-20"), token="nope")).status_code == 401
+    refused = await _email(server, b"Subject: nobody sent this\r\n\r\n?")
+    assert (refused.status_code, refused.json()["error"]) == (400, "missing_from")

@@ -79,6 +79,8 @@
       parts.push(id.value);
     }
     if (id.raw && id.raw !== id.value && identity.status !== "withheld") parts.push("received as " + id.raw);
+    if (conversation.call_state) parts.push("call " + conversation.call_state);
+    if (conversation.subject) parts.push("“" + conversation.subject + "”");
     return parts.join(" · ");
   }
 
@@ -181,7 +183,8 @@
           return b[1];
         })
         .join(" · ");
-      button.appendChild(el("span", "sub", conversation.channel + " · " + sub + (conversation.state === "ended" ? " · ended" : "")));
+      var callState = conversation.call_state && conversation.state !== "ended" ? " · " + conversation.call_state : "";
+      button.appendChild(el("span", "sub", conversation.channel + callState + " · " + sub + (conversation.state === "ended" ? " · ended" : "")));
       button.addEventListener("click", function () {
         select(conversation.id);
       });

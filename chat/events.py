@@ -15,10 +15,12 @@ from typing import Literal, NotRequired, TypedDict
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.db import transaction
 
 from chat.models import Conversation, Message
-from directory.identify import Identity
+from directory.identify import Identity, crm_identifier
+from directory.normalize import Kind
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +78,7 @@ def conversation_payload(conversation: Conversation) -> ConversationPayload:
         "channel": conversation.channel,
         "state": conversation.state,
         "started_at": timestamp(conversation.started_at),
-        "identity": conversation.identity,
+        "identity": identity_for_mode(conversation.identity),
         "last_message": message_payload(last) if last else None,
     }
     if conversation.call_state:
@@ -86,12 +88,41 @@ def conversation_payload(conversation: Conversation) -> ConversationPayload:
     return payload
 
 
+def identity_for_mode(identity: Identity) -> Identity:
+    """The identity with its ``crm`` block in CRM mode and without it otherwise (SPEC §2),
+    also for a conversation identified before ``CP_MODE`` was changed."""
+    has_crm = "crm" in identity
+    if (settings.CP_MODE == "crm") == has_crm:
+        return identity
+    adjusted = dict(identity)
+    if has_crm:
+        del adjusted["crm"]
+    else:
+        info = identity["identifier"]
+        adjusted["crm"] = crm_identifier(
+            channel=info["channel"], kind=Kind(info["kind"]), value=info["value"]
+        )
+    return adjusted  # type: ignore[return-value]
+
+
 def encode(frame: object) -> str:
     return json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
 
 
-def conversation_changed(conversation: Conversation, event: LifecycleEvent) -> None:
-    """Tell every console that a conversation started, was identified, changed or ended."""
+def conversation_changed(
+    conversation: Conversation, event: LifecycleEvent, *, crm_handoff: bool = True
+) -> None:
+    """Tell every console that a conversation started, was identified, changed or ended.
+
+    In CRM mode the identity is also handed to the CRM's webhook: an outbox
+    row written here, in the caller's transaction, so consoles and CRM are
+    told the same things (``crm_handoff=False`` for the CRM's own answer).
+    """
+    if crm_handoff and event != "ended":
+        # Imported here: crm.outbox builds its payload with this module.
+        from crm.outbox import delivery_enqueue
+
+        delivery_enqueue(conversation=conversation)
     console = encode(
         {"type": "conversation", "event": event, "conversation": conversation_payload(conversation)}
     )

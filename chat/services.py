@@ -32,6 +32,7 @@ from chat.models import (
     WebhookNonce,
 )
 from chat.selectors import open_conversations_with_identifiers, token_hash, with_last_messages
+from crm.identity import identity_keep_answer
 from directory.identify import (
     CHANNELS,
     PLATFORM_CHANNELS,
@@ -150,6 +151,7 @@ def conversations_reidentify(*, identifiers: Iterable[str] | None) -> int:
             )
         except IdentifierError:
             continue  # rules changed under a stored conversation: keep what it had
+        identity = identity_keep_answer(identity, conversation.identity)
         if identity == conversation.identity:
             continue
         with_last_messages([conversation])

@@ -5,15 +5,16 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
-from django.views.decorators.clickjacking import xframe_options_exempt
+
+from crm.framing import frameable_by_crm
 
 
 def demo_site(request: HttpRequest) -> HttpResponse:
     return render(request, "demo/index.html", {"server": request.build_absolute_uri("/")[:-1]})
 
 
+@frameable_by_crm  # a CRM may embed the console in a frame (SPEC §1, CRM mode)
 @login_required
-@xframe_options_exempt  # a CRM may embed the console in a frame (SPEC §1, CRM mode)
 def console(request: HttpRequest) -> HttpResponse:
     if not request.user.has_perm("chat.view_conversation"):
         raise PermissionDenied("The console needs the 'view conversation' permission.")

@@ -10,8 +10,10 @@ django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.conf import settings  # noqa: E402
 
 from chat.routing import websocket_urlpatterns  # noqa: E402
+from crm.outbox import handoff_enabled  # noqa: E402
 
 # Each route carries its own origin check (chat/routing.py): the widget opens
 # from other sites, the console only from this one.
@@ -21,3 +23,10 @@ application = ProtocolTypeRouter(
         "websocket": AuthMiddlewareStack(URLRouter(websocket_urlpatterns)),
     }
 )
+
+# CRM mode: this process delivers the webhook outbox too, unless a separate
+# `manage.py crm_deliver` does (CRM_DELIVERY_WORKER=external).
+if handoff_enabled() and settings.CRM_DELIVERY_WORKER == "inprocess":
+    from crm.worker import start_in_background
+
+    start_in_background()

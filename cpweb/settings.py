@@ -9,6 +9,7 @@ variable.
 import base64
 import secrets
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 import phonenumbers
@@ -30,6 +31,27 @@ def _url_setting(name: str, default: str = "") -> str:
             URLValidator(schemes=["http", "https"])(value)
         except ValidationError as exc:
             raise ImproperlyConfigured(f"{name} must be an http(s) URL (got {value!r})") from exc
+    return value
+
+
+def _origin_setting(name: str) -> str:
+    """A web origin (scheme://host[:port]), as browsers compare it for postMessage."""
+    value = env_str(name).rstrip("/")
+    if value:
+        parts = urlsplit(value)
+        if (
+            parts.scheme not in {"http", "https"}
+            or not parts.hostname
+            or parts.path
+            or parts.query
+            or parts.fragment
+            or parts.username
+            or "*" in value
+        ):
+            raise ImproperlyConfigured(
+                f"{name} must be an origin like https://crm.example.com (got {value!r})"
+            )
+        value = f"{parts.scheme}://{parts.netloc.lower()}"
     return value
 
 
@@ -64,6 +86,7 @@ INSTALLED_APPS = [
     "phonenumber_field",
     "directory",
     "chat",
+    "crm",
 ]
 
 MIDDLEWARE = [
@@ -258,9 +281,34 @@ CRM_WEBHOOK_SECRET = env_str("CRM_WEBHOOK_SECRET")
 if CRM_WEBHOOK_URL and not CRM_WEBHOOK_SECRET:
     raise ImproperlyConfigured("CRM_WEBHOOK_URL is set but CRM_WEBHOOK_SECRET is empty")
 CRM_SCREENPOP_URL = env_str("CRM_SCREENPOP_URL")
-if CRM_SCREENPOP_URL and "{value}" not in CRM_SCREENPOP_URL:
-    raise ImproperlyConfigured("CRM_SCREENPOP_URL must contain {value} (and may contain {kind})")
-CRM_ORIGIN = env_str("CRM_ORIGIN")
+if CRM_SCREENPOP_URL:
+    if "{value}" not in CRM_SCREENPOP_URL:
+        raise ImproperlyConfigured(
+            "CRM_SCREENPOP_URL must contain {value} (and may contain {kind})"
+        )
+    # The console puts it in a link's href: only http(s), or it could run script.
+    _sample = CRM_SCREENPOP_URL.replace("{kind}", "email").replace("{value}", "a%40b.example")
+    try:
+        URLValidator(schemes=["http", "https"])(_sample)
+    except ValidationError as exc:
+        raise ImproperlyConfigured(
+            f"CRM_SCREENPOP_URL must be an http(s) URL template (got {CRM_SCREENPOP_URL!r})"
+        ) from exc
+CRM_ORIGIN = _origin_setting("CRM_ORIGIN")
+# A console framed by a CRM on another site only gets its session cookie with
+# SameSite=None (which browsers accept only on HTTPS cookies).
+CP_COOKIE_SAMESITE = env_choice("CP_COOKIE_SAMESITE", ["Lax", "Strict", "None"], "Lax")
+SESSION_COOKIE_SAMESITE = CSRF_COOKIE_SAMESITE = CP_COOKIE_SAMESITE
+if CP_COOKIE_SAMESITE == "None":
+    SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
+# The outbox worker (crm/worker.py): "inprocess" runs it in every daphne
+# process (make run just works); "external" leaves it to `manage.py crm_deliver`.
+CRM_DELIVERY_WORKER = env_choice("CRM_DELIVERY_WORKER", ["inprocess", "external"], "inprocess")
+CRM_WEBHOOK_TIMEOUT = env_number("CRM_WEBHOOK_TIMEOUT", 10, minimum=0.1)
+CRM_RETRY_BASE_SECONDS = env_number("CRM_RETRY_BASE_SECONDS", 2, minimum=0.01)
+CRM_RETRY_MAX_SECONDS = env_number("CRM_RETRY_MAX_SECONDS", 300, minimum=0.01)
+CRM_POLL_SECONDS = env_number("CRM_POLL_SECONDS", 1, minimum=0.01)
+CRM_DELIVERED_KEEP_DAYS = env_int("CRM_DELIVERED_KEEP_DAYS", 7, minimum=1)
 # How the CRM spells an app-scoped chat id, per Conversation API channel.
 # ``{id}`` is replaced by the channel identity. Channels not listed pass the
 # id through unchanged.

@@ -51,6 +51,8 @@ class PossibleMatch(CandidateInfo):
 class CrmHandoff(TypedDict):
     kind: str
     value: str | None
+    # The CRM's own page for this customer, when its webhook answer named one.
+    record_url: NotRequired[str]
 
 
 class Identity(TypedDict):

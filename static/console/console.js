@@ -98,6 +98,27 @@
     return config.adminUrl + "add/?" + params.toString();
   }
 
+  function screenpopUrl(handoff) {
+    // CRM_SCREENPOP_URL, checked at start-up to be http(s), with every {kind}
+    // and {value} replaced; the value is URL-encoded.
+    if (!config.crmScreenpopUrl || !handoff.value) return null;
+    return config.crmScreenpopUrl
+      .split("{kind}")
+      .join(encodeURIComponent(handoff.kind))
+      .split("{value}")
+      .join(encodeURIComponent(handoff.value));
+  }
+
+  function crmLink(href, text) {
+    var span = el("span", "crm-link");
+    span.appendChild(document.createTextNode(" "));
+    var a = link(href, text);
+    a.target = "_blank";
+    a.rel = "noopener";
+    span.appendChild(a);
+    return span;
+  }
+
   function renderExtension(identity) {
     var box = els.extension;
     box.textContent = "";
@@ -145,16 +166,10 @@
     }
     if (identity.crm) {
       var crm = el("p", "crm", "CRM: " + identity.crm.kind + " " + (identity.crm.value || "(withheld)"));
-      if (config.crmScreenpopUrl && identity.crm.value) {
-        var url = config.crmScreenpopUrl
-          .replace("{kind}", encodeURIComponent(identity.crm.kind))
-          .replace("{value}", encodeURIComponent(identity.crm.value));
-        crm.appendChild(document.createTextNode(" "));
-        var pop = link(url, "Open in CRM");
-        pop.target = "_blank";
-        pop.rel = "noopener";
-        crm.appendChild(pop);
-      }
+      // record_url comes from the CRM's webhook answer; the server keeps only http(s) ones.
+      if (identity.crm.record_url) crm.appendChild(crmLink(identity.crm.record_url, "CRM record"));
+      var pop = screenpopUrl(identity.crm);
+      if (pop) crm.appendChild(crmLink(pop, "Open in CRM"));
       box.appendChild(crm);
     }
     box.appendChild(el("p", "reason", identity.reason));
@@ -232,11 +247,22 @@
     els.thread.scrollTop = els.thread.scrollHeight;
   }
 
-  function notifyCrm(conversation) {
-    // Embedded in a CRM frame: hand over the identifier, to the CRM's origin only.
-    if (!conversation.identity.crm || !config.crmOrigin || window.parent === window) return;
+  function notifyCrm(event, conversation) {
+    // Embedded in a CRM frame: hand over the identifier, to the CRM's origin
+    // only (the browser drops it if the parent is anyone else); never "*".
+    var identity = conversation.identity;
+    if (!identity.crm || !config.crmOrigin || window.parent === window) return;
     window.parent.postMessage(
-      { type: "cpweb.identity", conversation_id: conversation.id, channel: conversation.channel, crm: conversation.identity.crm },
+      {
+        type: "cpweb.identity",
+        event: event,
+        conversation_id: conversation.id,
+        channel: conversation.channel,
+        crm: identity.crm,
+        display_name: identity.display_name,
+        name_source: identity.name_source,
+        status: identity.status,
+      },
       config.crmOrigin
     );
   }
@@ -278,7 +304,7 @@
       renderThread();
     } else if (frame.type === "conversation") {
       state.conversations.set(frame.conversation.id, frame.conversation);
-      if (frame.event === "identified" || frame.event === "updated") notifyCrm(frame.conversation);
+      if (frame.event === "identified" || frame.event === "updated") notifyCrm(frame.event, frame.conversation);
       renderList();
       if (frame.conversation.id === state.selected) renderDetail();
     } else if (frame.type === "message") {

@@ -39,7 +39,8 @@ class CrmStandIn:
     received: list[Received] = field(default_factory=list)
     # conversation id -> the answer for its webhooks (default: a name made from the value)
     answers: dict[str, dict[str, Any]] = field(default_factory=dict)
-    # Failures to serve before answering normally: ("status", 503) or ("stall", seconds)
+    # What to do with the next requests before answering normally: ("ok", 0),
+    # ("status", 503) or ("stall", seconds)
     failures: deque[tuple[str, float]] = field(default_factory=deque)
     lock: threading.Lock = field(default_factory=threading.Lock)
     _server: ThreadingHTTPServer | None = None
@@ -63,6 +64,9 @@ class CrmStandIn:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+    def succeed(self, count: int) -> None:
+        self.failures.extend([("ok", 0.0)] * count)
 
     def fail(self, count: int, *, status: int = 503) -> None:
         self.failures.extend([("status", status)] * count)
@@ -106,6 +110,8 @@ def _handler(crm: CrmStandIn) -> type[BaseHTTPRequestHandler]:
             body = json.loads(raw)
             with crm.lock:
                 failure = crm.failures.popleft() if crm.failures else None
+            if failure and failure[0] == "ok":
+                failure = None
             if not signature_ok:
                 status, answer = 401, {"error": "bad signature"}
             elif failure and failure[0] == "status":

@@ -338,8 +338,10 @@ def sinch_platform_name_fetch(
         log.info("platform name of Sinch contact %s not fetched: %s", contact_id, exc)
         return
     except sinch_api.SinchApiError as exc:
-        log.warning("platform name of Sinch contact %s not fetched: %s", contact_id, exc)
-        return
+        if exc.status != 404:
+            log.warning("platform name of Sinch contact %s not fetched: %s", contact_id, exc)
+            return
+        name = ""  # Sinch has no such contact or profile: remember there is no name
     sinch_contact_name_store(contact_id=contact_id, channel=key, name=name)
 
 

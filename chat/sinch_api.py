@@ -26,7 +26,9 @@ PROFILE_CHANNELS = frozenset({"MESSENGER", "INSTAGRAM", "VIBER", "LINE"})
 
 
 class SinchApiError(Exception):
-    pass
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class SinchApiNotConfigured(SinchApiError):
@@ -92,8 +94,10 @@ def _call(method: str, path: str, *, project_id: str, json: Any = None) -> dict[
         if response.status_code == 401 and attempt == 0:
             continue  # the token expired early or was revoked: renew once
         if response.status_code >= 300:
-            raise SinchApiError(f"{method} {path} answered {response.status_code}: "
-                                f"{response.text[:300]}")  # fmt: skip
+            raise SinchApiError(
+                f"{method} {path} answered {response.status_code}: {response.text[:300]}",
+                status=response.status_code,
+            )
         try:
             data = response.json()
         except ValueError as exc:

@@ -353,3 +353,14 @@ def test_not_json_is_a_400(fake_sinch):
 )  # fmt: skip
 def test_every_kind_of_contact_message_reads_as_text(message, text):
     assert contact_message_text(message) == text
+
+
+def test_a_contact_sinch_does_not_know_is_not_asked_about_again(fake_sinch):
+    _post(inbound_message(identity="447700900123", contact_id="UNKNOWN-TO-SINCH"))
+    assert background.wait_idle()
+    assert SinchContactName.objects.get(contact_id="UNKNOWN-TO-SINCH").name == ""
+    services.conversation_end(conversation=Conversation.objects.get())
+    _post(inbound_message(identity="447700900123", contact_id="UNKNOWN-TO-SINCH"))
+    assert background.wait_idle()
+    contact_calls = [path for _, path in fake_sinch.calls if "UNKNOWN-TO-SINCH" in path]
+    assert len(contact_calls) == 1

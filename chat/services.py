@@ -501,7 +501,8 @@ def voice_call_answered(*, call_id: str) -> Conversation | None:
         conversation.call_state = CallState.ANSWERED
         conversation.save(update_fields=["call_state"])
         with_last_messages([conversation])
-        events.conversation_changed(conversation, "updated")
+        # The identity did not change: nothing new for the CRM.
+        events.conversation_changed(conversation, "updated", crm_handoff=False)
     return conversation
 
 

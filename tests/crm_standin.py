@@ -42,6 +42,8 @@ class CrmStandIn:
     # What to do with the next requests before answering normally: ("ok", 0),
     # ("status", 503) or ("stall", seconds)
     failures: deque[tuple[str, float]] = field(default_factory=deque)
+    # Pages it serves on GET (the CRM's own UI, which frames the console).
+    pages: dict[str, str] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     _server: ThreadingHTTPServer | None = None
 
@@ -98,6 +100,15 @@ def _handler(crm: CrmStandIn) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, format: str, *args: Any) -> None:
             pass
+
+        def do_GET(self) -> None:
+            page = crm.pages.get(self.path)
+            data = (page or "not found").encode()
+            self.send_response(200 if page else 404)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
 
         def do_POST(self) -> None:
             raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))

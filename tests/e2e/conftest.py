@@ -15,6 +15,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +24,8 @@ import httpx
 import psycopg
 import pytest
 
+from tests.crm_standin import SECRET as CRM_SECRET
+from tests.crm_standin import CrmStandIn, start_crm
 from tests.fake_sinch import FakeSinch, start_fake_sinch
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -105,10 +109,9 @@ def sinch_api() -> FakeSinch:
     http_server.shutdown()
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory, sinch_api) -> Server:
-    var = tmp_path_factory.mktemp("cpweb-e2e")
-    port = _free_port()
+@contextmanager
+def prepared_environment(var: Path, port: int, extra_env: dict[str, str]) -> Iterator[Server]:
+    """Settings, a migrated database of its own and the demo directory, for a cpweb on ``port``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "DJANGO_SETTINGS"))}
     env |= {
         "CPWEB_VAR_DIR": str(var),
@@ -117,11 +120,7 @@ def server(tmp_path_factory, sinch_api) -> Server:
         "WEBCHAT_IDENTITY_SECRET": IDENTITY_SECRET,
         "CP_CHANNEL_PREFIX": f"cpweb-e2e-{port}",
         "PYTHONUNBUFFERED": "1",
-        "SINCH_CONVERSATION_WEBHOOK_SECRET": SINCH_WEBHOOK_SECRET,
-        "SINCH_VOICE_APP_KEY": SINCH_VOICE_KEY,
-        "SINCH_VOICE_APP_SECRET": SINCH_VOICE_SECRET,
-        "EMAIL_INBOUND_TOKEN": EMAIL_TOKEN,
-        **sinch_api.settings_env(),
+        **extra_env,
     }
     database = None
     if env.get("DATABASE_URL", "").startswith("postgres"):
@@ -131,29 +130,83 @@ def server(tmp_path_factory, sinch_api) -> Server:
         env.pop("DATABASE_URL", None)
     base_url = f"http://127.0.0.1:{port}"
     instance = Server(base_url=base_url, env=env, log=var / "daphne.log")
-    instance.manage("migrate", "--noinput")
-    instance.manage("collectstatic", "--noinput")
-    instance.manage("demo_setup", "--base-url", base_url)
+    try:
+        instance.manage("migrate", "--noinput")
+        instance.manage("collectstatic", "--noinput")
+        instance.manage("demo_setup", "--base-url", base_url)
+        yield instance
+    finally:
+        if database:
+            _drop_postgres_database(*database)
 
-    log = instance.log.open("w")
-    daphne = subprocess.Popen(
-        [str(Path(sys.executable).with_name("daphne")), "-b", "127.0.0.1", "-p", str(port),
-         "cpweb.asgi:application"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    deadline = time.monotonic() + 30
-    while True:
+
+@contextmanager
+def running_server(var: Path, extra_env: dict[str, str]) -> Iterator[Server]:
+    """A prepared cpweb served by daphne on a free port."""
+    port = _free_port()
+    with prepared_environment(var, port, extra_env) as instance:
+        log = instance.log.open("w")
+        daphne = subprocess.Popen(
+            [str(Path(sys.executable).with_name("daphne")), "-b", "127.0.0.1", "-p", str(port),
+             "cpweb.asgi:application"],
+            cwd=ROOT, env=instance.env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
         try:
-            if httpx.get(f"{base_url}/accounts/login/", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if daphne.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"daphne did not start:\n{instance.log.read_text()}")
-        time.sleep(0.2)
-    yield instance
-    daphne.terminate()
-    daphne.wait(timeout=10)
-    log.close()
-    if database:
-        _drop_postgres_database(*database)
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    response = httpx.get(f"{instance.base_url}/accounts/login/", timeout=1)
+                    if response.status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if daphne.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"daphne did not start:\n{instance.log.read_text()}")
+                time.sleep(0.2)
+            yield instance
+        finally:
+            daphne.terminate()
+            daphne.wait(timeout=10)
+            log.close()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory, sinch_api) -> Server:
+    webhooks = {
+        "SINCH_CONVERSATION_WEBHOOK_SECRET": SINCH_WEBHOOK_SECRET,
+        "SINCH_VOICE_APP_KEY": SINCH_VOICE_KEY,
+        "SINCH_VOICE_APP_SECRET": SINCH_VOICE_SECRET,
+        "EMAIL_INBOUND_TOKEN": EMAIL_TOKEN,
+        **sinch_api.settings_env(),
+    }
+    with running_server(tmp_path_factory.mktemp("cpweb-e2e"), webhooks) as instance:
+        yield instance
+
+
+@pytest.fixture(scope="session")
+def crm() -> CrmStandIn:
+    """The CRM: its webhook endpoint, and the page that frames the console."""
+    standin = start_crm()
+    yield standin
+    standin.stop()
+
+
+def crm_env(crm: CrmStandIn, **more: str) -> dict[str, str]:
+    return {
+        "CP_MODE": "crm",
+        "CRM_WEBHOOK_URL": crm.url,
+        "CRM_WEBHOOK_SECRET": CRM_SECRET,
+        "CRM_ORIGIN": crm.origin,
+        "CRM_SCREENPOP_URL": "https://crm.example/search?{kind}={value}",
+        "CRM_WEBHOOK_TIMEOUT": "1",
+        "CRM_RETRY_BASE_SECONDS": "0.1",
+        "CRM_RETRY_MAX_SECONDS": "0.5",
+        **more,
+    }
+
+
+@pytest.fixture(scope="session")
+def crm_server(tmp_path_factory, crm) -> Server:
+    """cpweb in CRM mode, its webhook worker inside daphne (as `make run` runs it)."""
+    with running_server(tmp_path_factory.mktemp("cpweb-e2e-crm"), crm_env(crm)) as instance:
+        yield instance

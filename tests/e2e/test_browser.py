@@ -160,3 +160,53 @@ def test_the_widget_resumes_after_a_reload(browser, server):
     expect(visitor.get_by_role("dialog", name="Chat with us")).to_be_visible()
     expect(log).to_contain_text("before the reload")
     expect(log.locator("li")).to_have_count(1)
+
+
+# --- CRM-integrated mode: the console inside the CRM's page ------------------------
+
+CRM_PAGE = """<!doctype html><title>CRM</title>
+<script>
+  window.handoffs = [];
+  window.addEventListener("message", function (event) {
+    window.handoffs.push({origin: event.origin, data: event.data});
+  });
+</script>
+<iframe id="panel" src="%s/console/" style="width:1200px;height:700px"></iframe>"""
+
+
+def test_a_console_framed_by_the_crm_posts_each_hand_off_to_the_crm_origin(
+    browser, crm_server, crm
+):
+    # Signed in first: the CRM frame then gets the session (same site, other port).
+    agent = _page(browser)
+    agent.goto(f"{crm_server.base_url}/accounts/login/")
+    agent.get_by_label("Username").fill(AGENT[0])
+    agent.get_by_label("Password").fill(AGENT[1])
+    agent.get_by_role("button", name="Sign in").click()
+    expect(agent).to_have_url(re.compile(r"/console/$"))
+
+    crm.pages["/crm"] = CRM_PAGE % crm_server.base_url
+    agent.goto(f"{crm.origin}/crm")
+    panel = agent.frame_locator("#panel")
+    expect(panel.locator("#connection")).to_have_text("Live")
+
+    _open_chat(browser, crm_server, "oliver.hughes@example.co.uk")
+    entry = panel.locator(".conversation-list button", has_text="CRM customer oliver.hughes")
+    expect(entry).to_contain_text("name from CRM")
+    entry.click()
+    expect(panel.locator(".headline")).to_have_text("CRM customer oliver.hughes@example.co.uk")
+    pop = panel.get_by_role("link", name="Open in CRM")
+    expect(pop).to_have_attribute(
+        "href", "https://crm.example/search?email=oliver.hughes%40example.co.uk"
+    )
+    record = panel.get_by_role("link", name="CRM record")
+    expect(record).to_have_attribute("href", "https://crm.example/r/oliver.hughes@example.co.uk")
+    _shot(agent, "console-in-crm-frame")
+
+    handoffs = agent.evaluate("window.handoffs")
+    mine = [h for h in handoffs if h["data"]["crm"]["value"] == "oliver.hughes@example.co.uk"]
+    assert [h["data"]["event"] for h in mine] == ["identified", "updated"]
+    assert {h["origin"] for h in mine} == {crm_server.origin}
+    assert mine[0]["data"]["type"] == "cpweb.identity"
+    assert mine[0]["data"]["crm"] == {"kind": "email", "value": "oliver.hughes@example.co.uk"}
+    assert mine[1]["data"]["name_source"] == "crm"

@@ -126,6 +126,8 @@ def prepare_cpweb(database_url: str | None) -> tuple[dict[str, str], Path, str]:
     skip = ("DJANGO_SETTINGS_MODULE", "DATABASE_URL", "REDIS_URL")
     env = {k: v for k, v in os.environ.items() if k not in skip}
     env |= {"CPWEB_VAR_DIR": str(var), "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost"}
+    # Every simulated visitor comes from 127.0.0.1: lift the per-address limits.
+    env |= {"CP_WEBCHAT_STARTS_PER_MINUTE": "0", "CP_WS_MAX_SOCKETS_PER_ADDRESS": "0"}
     database = f"SQLite {var / 'cpweb.sqlite3'}"
     if database_url:
         import psycopg

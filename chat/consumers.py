@@ -14,7 +14,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from chat import services
+from chat import limits, services
 from chat.events import conversation_payload, encode, message_payload
 from chat.hub import Hub, get_hub
 from chat.models import Conversation, Message
@@ -30,6 +30,8 @@ from directory.normalize import IdentifierError, normalize_email
 ENDED_FRAME = encode({"type": "ended"})
 MAX_CLIENT_MSG_ID = 100
 MAX_NAME = 200
+# Like 4401/4403 for 401/403: a websocket close code that reads as HTTP 429.
+CLOSE_TOO_MANY = 4429
 
 
 class TokenBucket:
@@ -79,7 +81,13 @@ class JsonFrameConsumer(AsyncWebsocketConsumer):
         self.hub = await get_hub()
         await super().websocket_connect(message)
 
+    # Set once connect() has let the socket in: frames that raced a refusal
+    # (4401, 4403, 4429) are dropped, never handled.
+    admitted = False
+
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if not self.admitted:
+            return
         try:
             await self._handle(text_data if text_data is not None else bytes_data or b"")
         except FrameError as error:
@@ -101,7 +109,7 @@ class JsonFrameConsumer(AsyncWebsocketConsumer):
         if not isinstance(frame, dict):
             raise FrameError("invalid_json", "A frame is a JSON object with a 'type'.")
         kind = frame.get("type")
-        if kind not in self.frame_types:
+        if not isinstance(kind, str) or kind not in self.frame_types:
             expected = ", ".join(sorted(self.frame_types))
             raise FrameError(
                 "unknown_type", f"Unknown frame type {kind!r}; expected one of {expected}."
@@ -184,11 +192,25 @@ class VisitorConsumer(JsonFrameConsumer):
 
     frame_types = frozenset({"start", "resume", "message", "end"})
     conversation: Conversation | None = None
+    counted_socket = False
 
     async def connect(self) -> None:
+        self.address = limits.client_address(self.scope)
         await self.accept()
+        if not limits.socket_open(self.address):
+            # Accepted first so the reason and the close code reach the browser.
+            await self.send_frame(
+                {"type": "error", "code": "too_many_connections",
+                 "message": "Too many open chats from your address."}
+            )  # fmt: skip
+            await self.close(code=CLOSE_TOO_MANY)
+            return
+        self.counted_socket = self.admitted = True
 
     async def disconnect(self, code: int) -> None:
+        if self.counted_socket:
+            limits.socket_closed(self.address)
+            self.counted_socket = False
         self._detach()
 
     def _detach(self) -> None:
@@ -224,6 +246,9 @@ class VisitorConsumer(JsonFrameConsumer):
             verified = True
         elif settings.WEBCHAT_REQUIRE_VERIFIED:
             raise FrameError("identity_required", "This site requires a signed identity_hash.")
+        if not await limits.webchat_start_allowed(self.address):
+            raise FrameError("rate_limited", "Too many new chats from your address; "
+                             "try again in a minute.")  # fmt: skip
         conversation, token = await database_sync_to_async(services.conversation_start)(
             channel="webchat", identifier=email, name=name, verified=verified
         )
@@ -315,6 +340,7 @@ class ConsoleConsumer(JsonFrameConsumer):
             await self.close(code=4403)
             return
         self.user_id = user.pk
+        self.admitted = True
         self.watching: set[str] = set()
         self.pending = []
         self.hub.add_console(self)

@@ -7,6 +7,7 @@ variable.
 """
 
 import base64
+import ipaddress
 import secrets
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -150,6 +151,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # Each process has one hub channel that receives every push (chat/hub.py);
 # its queue must hold a burst of events, not the default 100.
 REDIS_URL = env_str("REDIS_URL")
+# Separate deployments (or test servers) sharing one Redis.
+CP_CHANNEL_PREFIX = env_str("CP_CHANNEL_PREFIX", "cpweb")
 _LAYER_CAPACITY = env_int("CP_CHANNEL_CAPACITY", 10_000, minimum=100)
 if REDIS_URL:
     if not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
@@ -160,8 +163,7 @@ if REDIS_URL:
             "CONFIG": {
                 "hosts": [REDIS_URL],
                 "capacity": _LAYER_CAPACITY,
-                # Separate deployments (or test servers) sharing one Redis.
-                "prefix": env_str("CP_CHANNEL_PREFIX", "cpweb"),
+                "prefix": CP_CHANNEL_PREFIX,
             },
         }
     }
@@ -228,6 +230,20 @@ CP_WS_MAX_FRAME_BYTES = env_int("CP_WS_MAX_FRAME_BYTES", 16_384, minimum=256)
 CP_WS_FRAMES_PER_SECOND = env_number("CP_WS_FRAMES_PER_SECOND", 10, minimum=0.1)
 CP_WS_FRAME_BURST = env_number("CP_WS_FRAME_BURST", 30, minimum=1)
 CP_MAX_MESSAGE_CHARS = env_int("CP_MAX_MESSAGE_CHARS", 4_000, minimum=1)
+# Per client address (chat/limits.py); 0 turns a limit off. Visitors behind
+# one office or carrier NAT share an address, hence the generous defaults.
+CP_WEBCHAT_STARTS_PER_MINUTE = env_int("CP_WEBCHAT_STARTS_PER_MINUTE", 30)
+CP_WS_MAX_SOCKETS_PER_ADDRESS = env_int("CP_WS_MAX_SOCKETS_PER_ADDRESS", 50)
+# Proxies (addresses or networks) whose X-Forwarded-For names the client.
+CP_TRUSTED_PROXIES: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+for _proxy in env_list("CP_TRUSTED_PROXIES"):
+    try:
+        CP_TRUSTED_PROXIES.append(ipaddress.ip_network(_proxy, strict=False))
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"CP_TRUSTED_PROXIES must list IP addresses or networks like 10.0.0.0/8 "
+            f"(got {_proxy!r})"
+        ) from None
 
 # --- Channel webhooks (SPEC §5) ---------------------------------------------
 
@@ -322,3 +338,10 @@ for _channel, _template in CRM_CHAT_ID_FORMATS.items():
 
 EMAIL_INBOUND_TOKEN = env_str("EMAIL_INBOUND_TOKEN")
 EMAIL_INBOUND_MAX_BYTES = env_int("EMAIL_INBOUND_MAX_BYTES", 10_485_760, minimum=1024)
+
+# --- Directory import (SPEC §6) -------------------------------------------------
+
+# A CSV uploaded in admin is validated inside the request: larger directories
+# go through `manage.py import_directory`, which has its own, larger cap.
+CP_IMPORT_UPLOAD_MAX_BYTES = env_int("CP_IMPORT_UPLOAD_MAX_BYTES", 52_428_800, minimum=1024)
+CP_IMPORT_FILE_MAX_BYTES = env_int("CP_IMPORT_FILE_MAX_BYTES", 4_294_967_296, minimum=1024)

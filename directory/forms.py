@@ -87,6 +87,17 @@ class DirectoryImportForm(forms.Form):
         label="Replace contacts whose external_id is already in the directory",
     )
 
+    def clean_file(self) -> Any:
+        upload = self.cleaned_data["file"]
+        limit = settings.CP_IMPORT_UPLOAD_MAX_BYTES
+        if upload.size > limit:
+            raise forms.ValidationError(
+                f"The file is {upload.size:,} bytes; uploads are limited to {limit:,} bytes "
+                "(CP_IMPORT_UPLOAD_MAX_BYTES). Import larger directories with "
+                "`manage.py import_directory`."
+            )
+        return upload
+
 
 class _ContactChoiceField(forms.ModelChoiceField):
     def label_from_instance(self, obj: Any) -> str:

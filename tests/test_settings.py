@@ -37,6 +37,16 @@ def _check(tmp_path, **env: str) -> subprocess.CompletedProcess[str]:
         ({"SINCH_API_BASE_URL": "ftp://sinch"}, "SINCH_API_BASE_URL"),
         ({"CRM_SCREENPOP_URL": "https://crm.example/search"}, "CRM_SCREENPOP_URL"),
         ({"CRM_CHAT_ID_FORMATS": "MESSENGER"}, "CRM_CHAT_ID_FORMATS"),
+        ({"CP_WEBCHAT_STARTS_PER_MINUTE": "lots"}, "CP_WEBCHAT_STARTS_PER_MINUTE"),
+        ({"CP_WS_MAX_SOCKETS_PER_ADDRESS": "-1"}, "CP_WS_MAX_SOCKETS_PER_ADDRESS"),
+        ({"CP_WS_MAX_FRAME_BYTES": "10"}, "CP_WS_MAX_FRAME_BYTES"),
+        ({"CP_WS_FRAMES_PER_SECOND": "fast"}, "CP_WS_FRAMES_PER_SECOND"),
+        ({"CP_MAX_MESSAGE_CHARS": "0"}, "CP_MAX_MESSAGE_CHARS"),
+        ({"CP_TRUSTED_PROXIES": "10.0.0.1,nginx"}, "CP_TRUSTED_PROXIES"),
+        ({"CP_WEBHOOK_MAX_BYTES": "1.5"}, "CP_WEBHOOK_MAX_BYTES"),
+        ({"EMAIL_INBOUND_MAX_BYTES": "big"}, "EMAIL_INBOUND_MAX_BYTES"),
+        ({"CP_IMPORT_UPLOAD_MAX_BYTES": "12"}, "CP_IMPORT_UPLOAD_MAX_BYTES"),
+        ({"CP_IMPORT_FILE_MAX_BYTES": "1e3"}, "CP_IMPORT_FILE_MAX_BYTES"),
     ],
 )
 def test_bad_configuration_fails_at_start_up_naming_the_variable(tmp_path, env, named):

@@ -6,6 +6,7 @@ from django.contrib.auth.models import Permission, User
 from django.db import connections
 from django.test import Client
 
+from chat import limits
 from chat.hub import stop_hub
 from cpweb.asgi import application
 
@@ -16,6 +17,7 @@ ORIGIN = (b"origin", b"http://127.0.0.1:8000")
 async def fresh_hub_and_layer(request):
     """Each test runs in its own event loop: give it its own layer and hub."""
     channel_layers.backends.clear()
+    limits.reset()
     yield
     await stop_hub()
     # Connections persist (CONN_MAX_AGE); close the database thread's so the
@@ -76,11 +78,15 @@ class Socket:
 async def connect():
     opened: list[WebsocketCommunicator] = []
 
-    async def open_socket(path: str, *, cookie: bytes | None = None, origin=ORIGIN) -> Socket:
-        headers = [origin] if origin else []
+    async def open_socket(
+        path: str, *, cookie: bytes | None = None, origin=ORIGIN, client=None, headers=()
+    ) -> Socket:
+        headers = [*([origin] if origin else []), *headers]
         if cookie:
             headers.append((b"cookie", cookie))
         communicator = WebsocketCommunicator(application, path, headers=headers)
+        if client:  # the peer address, as daphne puts it in the scope
+            communicator.scope["client"] = [client, 50000]
         connected, _ = await communicator.connect()
         assert connected
         opened.append(communicator)

@@ -196,6 +196,8 @@ async def test_a_token_opens_only_its_own_conversation(connect):
         ("[1, 2]", "invalid_json"),
         ('{"type": "dance"}', "unknown_type"),
         ('{"text": "no type"}', "unknown_type"),
+        ('{"type": []}', "unknown_type"),  # found by tests/chat/test_frame_fuzz.py
+        ('{"type": {"start": 1}}', "unknown_type"),
         ('{"type": "message", "text": "hi"}', "not_started"),
         ('{"type": "end"}', "not_started"),
         ('{"type": "start", "email": "not-an-email"}', "invalid_email"),

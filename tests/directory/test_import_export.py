@@ -241,3 +241,39 @@ def test_import_directory_update_mode_replaces_by_external_id(tmp_path, db):
     assert list(seven.emails.values_list("value", flat=True)) == ["seven@example.com"]
     assert not seven.phones.exists()
     assert Contact.objects.count() == 1_201
+
+
+# --- Size limits ----------------------------------------------------------------------
+
+
+def test_an_upload_over_the_size_limit_is_refused_and_nothing_imported(
+    admin_client, make_contact, settings
+):
+    make_contact("Already Here", emails=["here@example.com"])
+    settings.CP_IMPORT_UPLOAD_MAX_BYTES = len(GOOD.encode()) - 1
+    response = admin_client.post(IMPORT, {"file": _upload(GOOD)})
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "uploads are limited to" in page
+    assert "manage.py import_directory" in page
+    assert list(Contact.objects.values_list("name", flat=True)) == ["Already Here"]
+
+    settings.CP_IMPORT_UPLOAD_MAX_BYTES = len(GOOD.encode())
+    response = admin_client.post(IMPORT, {"file": _upload(GOOD)}, follow=True)
+    assert "3 contacts created" in response.content.decode()
+
+
+def test_import_directory_refuses_a_file_over_the_size_limit(tmp_path, db, settings):
+    path = _write(tmp_path, GOOD)
+    settings.CP_IMPORT_FILE_MAX_BYTES = path.stat().st_size - 1
+    with pytest.raises(CommandError, match=r"over the limit .*CP_IMPORT_FILE_MAX_BYTES"):
+        call_command("import_directory", str(path), "--no-progress")
+    assert not Contact.objects.exists()
+
+
+def test_a_cell_too_long_for_the_csv_reader_is_a_row_error(admin_client):
+    huge = HEADER + "CRM-1,Anna,,SE," + "a" * 200_000 + "@example.com,,\n"
+    response = admin_client.post(IMPORT, {"file": _upload(huge)})
+    assert response.status_code == 200
+    assert "the CSV is malformed" in response.content.decode()
+    assert not Contact.objects.exists()

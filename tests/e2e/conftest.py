@@ -120,6 +120,10 @@ def prepared_environment(var: Path, port: int, extra_env: dict[str, str]) -> Ite
         "WEBCHAT_IDENTITY_SECRET": IDENTITY_SECRET,
         "CP_CHANNEL_PREFIX": f"cpweb-e2e-{port}",
         "PYTHONUNBUFFERED": "1",
+        # Every test visitor comes from 127.0.0.1; tests/e2e/test_limits.py
+        # runs a server of its own with the per-address limits on.
+        "CP_WEBCHAT_STARTS_PER_MINUTE": "0",
+        "CP_WS_MAX_SOCKETS_PER_ADDRESS": "0",
         **extra_env,
     }
     database = None

@@ -4,6 +4,7 @@ import io
 import os
 from typing import Any, TextIO, cast
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
@@ -41,6 +42,12 @@ class Command(BaseCommand):
         with raw:
             size = raw.seek(0, io.SEEK_END)
             raw.seek(0)
+            if size > settings.CP_IMPORT_FILE_MAX_BYTES:
+                raise CommandError(
+                    f"{path} is {size:,} bytes, over the limit of "
+                    f"{settings.CP_IMPORT_FILE_MAX_BYTES:,} (CP_IMPORT_FILE_MAX_BYTES); "
+                    "nothing imported"
+                )
             with tqdm(
                 total=size,
                 unit="B",

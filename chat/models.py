@@ -45,9 +45,14 @@ class Conversation(models.Model):
 
     class Meta:
         ordering = ["-started_at"]
+        permissions = [
+            ("view_identification_insights", "Can view identification insights"),
+        ]
         indexes = [
             models.Index(fields=["state", "identifier_kind", "identifier_value"]),
             models.Index(fields=["state", "-started_at"]),
+            # The insights page counts conversations started in a range of days.
+            models.Index(fields=["started_at"], name="conversation_started_at"),
         ]
 
     def __str__(self) -> str:

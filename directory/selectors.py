@@ -7,7 +7,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 
 from directory.models import Contact, ContactChatId, ContactEmail, ContactPhone
 from directory.normalize import (
@@ -117,8 +117,6 @@ class SharedIdentifier:
 
 def shared_identifiers(*, limit: int = 500) -> tuple[list[SharedIdentifier], int]:
     """Every identifier held by several contacts (the first ``limit``), and how many there are."""
-    from django.db.models import Count
-
     shared: list[SharedIdentifier] = []
     count = 0
     for kind, model in _IDENTIFIER_MODELS.items():
@@ -137,6 +135,33 @@ def shared_identifiers(*, limit: int = 500) -> tuple[list[SharedIdentifier], int
             label = ":".join(str(group[f]) for f in fields)
             shared.append(SharedIdentifier(kind, label, contacts, group["holders"]))
     return shared, count
+
+
+IdentifierKey = tuple[Kind, str | None, str]  # kind, chat id channel (else None), value
+
+
+def holder_counts(*, keys: list[IdentifierKey]) -> dict[IdentifierKey, int]:
+    """How many contacts hold each normalised identifier today: one grouped query per kind."""
+    wanted = set(keys)
+    found: list[tuple[IdentifierKey, int]] = []
+    for kind, model in ((Kind.EMAIL, ContactEmail), (Kind.PHONE, ContactPhone)):
+        values = {value for k, _, value in wanted if k is kind}
+        if values:
+            grouped = model.objects.filter(value__in=values).values_list("value")
+            found += [
+                ((kind, None, str(value)), holders)
+                for value, holders in grouped.annotate(n=Count("contact_id")).order_by()
+            ]
+    chat_keys = {(channel, value) for k, channel, value in wanted if k is Kind.CHAT_ID}
+    if chat_keys:
+        chat_groups = ContactChatId.objects.filter(
+            channel__in={c for c, _ in chat_keys}, value__in={v for _, v in chat_keys}
+        ).values_list("channel", "value")
+        found += [
+            ((Kind.CHAT_ID, channel, value), holders)
+            for channel, value, holders in chat_groups.annotate(n=Count("contact_id")).order_by()
+        ]
+    return {key: holders for key, holders in found if key in wanted}
 
 
 def contact_ids_for_search(term: str) -> set[int]:

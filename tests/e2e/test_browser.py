@@ -4,11 +4,12 @@ Screenshots of every page go to test-results/screenshots/ (CPWEB_TEST_OUTPUT).
 """
 
 import re
+from datetime import date, timedelta
 
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.e2e.conftest import AGENT, OUTPUT
+from tests.e2e.conftest import ADMIN, AGENT, OUTPUT
 
 CHROMIUM = "/usr/bin/chromium"
 SHOTS = OUTPUT / "screenshots"
@@ -160,6 +161,70 @@ def test_the_widget_resumes_after_a_reload(browser, server):
     expect(visitor.get_by_role("dialog", name="Chat with us")).to_be_visible()
     expect(log).to_contain_text("before the reload")
     expect(log.locator("li")).to_have_count(1)
+
+
+# --- Identification insights in admin -------------------------------------------------
+
+# Ended conversations started N days ago, as the admin page counts them.
+INSIGHTS_HISTORY = """
+from datetime import timedelta
+from django.utils import timezone
+from chat.models import Conversation
+from chat.services import conversation_end, conversation_start
+now = timezone.now()
+plan = [
+    (1, "webchat", "anna.svensson@nordicbikes.se"), (1, "webchat", "support@nordicbikes.se"),
+    (1, "webchat", "new.customer@example.org"), (1, "voice", "anonymous"),
+    (1, "voice", "+46812345678"), (2, "voice", "46701234567"), (2, "voice", "+46812345678"),
+    (2, "WHATSAPP", "46701234567"), (3, "MESSENGER", "2742085512340733"),
+    (3, "webchat", "support@nordicbikes.se"), (5, "voice", "private"),
+]
+for days_ago, channel, identifier in plan:
+    conversation, _ = conversation_start(channel=channel, identifier=identifier)
+    conversation_end(conversation=conversation)
+    Conversation.objects.filter(pk=conversation.pk).update(
+        started_at=now - timedelta(days=days_ago)
+    )
+print(now.date())
+"""
+
+
+def test_an_admin_reads_the_identification_insights(browser, server):
+    seeded = server.manage("shell", "--no-imports", "-c", INSIGHTS_HISTORY)
+    today = date.fromisoformat(seeded.stdout.strip())
+    yesterday, two_days_ago = today - timedelta(days=1), today - timedelta(days=2)
+    admin = _page(browser)
+    admin.set_viewport_size({"width": 1400, "height": 900})
+    admin.goto(f"{server.base_url}/admin/")
+    admin.get_by_label("Username").fill(ADMIN[0])
+    admin.get_by_label("Password").fill(ADMIN[1])
+    admin.get_by_role("button", name="Log in").click()
+    admin.get_by_role("link", name="Identification insights").click()
+    expect(admin).to_have_url(re.compile(r"/admin/insights/$"))
+    expect(admin.get_by_role("heading", name="Totals by channel")).to_be_visible()
+
+    # One chart for all channels and one per channel, drawn with bars for the seeded days.
+    charts = admin.locator("svg.insights-chart")
+    expect(charts.first).to_be_visible()
+    assert charts.count() >= 4  # all, webchat, voice, WHATSAPP, MESSENGER (+ today's tests)
+    box = charts.first.bounding_box()
+    assert box and box["width"] > 500 and box["height"] > 100
+    voice = admin.locator("#channel-voice")
+    bar_titles = voice.locator("g.bar > title").all_text_contents()
+    assert f"{two_days_ago}: 1 matched, 1 ambiguous" in bar_titles
+    # The same numbers as a table, behind a disclosure.
+    voice.get_by_text("Table: voice per day").click()
+    row = voice.locator("tr", has=admin.locator("th", has_text=str(yesterday)))
+    expect(row.locator("td")).to_have_text(["0", "0", "1", "1", "2"])
+
+    shared = admin.locator("#ambiguous-identifiers")
+    expect(shared).to_contain_text("support@nordicbikes.se")
+    expect(shared).to_contain_text("+46812345678")
+    _shot(admin, "admin-insights")
+
+    shared.get_by_role("link", name="+46812345678").click()
+    expect(admin.locator("#result_list")).to_contain_text("Erik Lindqvist")
+    expect(admin.locator("#result_list")).to_contain_text("Karin Lindqvist")
 
 
 # --- CRM-integrated mode: the console inside the CRM's page ------------------------

@@ -11,12 +11,13 @@ its own.
 
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,6 +80,18 @@ class Server:
     def session_cookie(self, credentials: tuple[str, str]) -> str:
         client = self.login(credentials)
         return f"sessionid={client.cookies['sessionid']}"
+
+    def query(self, sql: str, *params: object) -> list[tuple]:
+        """Rows from the server's own database (``?`` placeholders): what it really stored."""
+        url = self.env.get("DATABASE_URL", "")
+        if url.startswith("postgres"):
+            with psycopg.connect(url) as connection:
+                return connection.execute(sql.replace("?", "%s"), params).fetchall()
+        with closing(sqlite3.connect(Path(self.env["CPWEB_VAR_DIR"]) / "cpweb.sqlite3")) as db:
+            return db.execute(sql, params).fetchall()
+
+    def count(self, table: str, where: str, *params: object) -> int:
+        return self.query(f"SELECT COUNT(*) FROM {table} WHERE {where}", *params)[0][0]
 
 
 def _free_port() -> int:

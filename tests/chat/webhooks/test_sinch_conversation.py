@@ -88,27 +88,49 @@ def test_a_new_conversation_starts_after_the_last_one_ended(anna, fake_sinch):
 
 
 @pytest.mark.parametrize(
-    "signing",
+    ("signing", "code"),
     [
-        {"secret": "not-the-secret"},
-        {"timestamp": int(time.time()) - 400},
-        {"timestamp": int(time.time()) + 400},
-        {"headers": {"HTTP_X_SINCH_WEBHOOK_SIGNATURE_NONCE": "n"}},
+        ({"secret": "not-the-secret"}, "invalid_signature"),
+        # Offsets from the moment the request is signed: a timestamp taken when
+        # the tests were collected went stale-or-not with the suite's speed.
+        ({"age": 400}, "stale_timestamp"),
+        ({"age": -400}, "stale_timestamp"),
+        ({"headers": {"HTTP_X_SINCH_WEBHOOK_SIGNATURE_NONCE": "n"}}, "missing_signature"),
     ],
     ids=["forged", "stale", "future", "unsigned"],
 )
 def test_forged_stale_and_unsigned_callbacks_are_refused_and_nothing_stored(
-    anna, fake_sinch, pushed, signing
+    anna, fake_sinch, pushed, signing, code
 ):
+    signing = dict(signing)
+    if "age" in signing:
+        signing["timestamp"] = int(time.time()) - signing.pop("age")
     response = _post(inbound_message(), **signing)
-    assert response.status_code == 401
-    assert response.json()["error"] in {
-        "invalid_signature",
-        "stale_timestamp",
-        "missing_signature",
-    }
+    assert (response.status_code, response.json()["error"]) == (401, code)
     assert not Conversation.objects.exists()
+    assert not Message.objects.exists()
+    assert not SinchLink.objects.exists()
     assert not WebhookNonce.objects.exists()
+    assert pushed == []
+    assert background.wait_idle()
+    assert fake_sinch.calls == []  # nobody was asked for a name either
+
+
+def test_a_forged_contact_update_renames_nobody(anna, fake_sinch, pushed):
+    _post(inbound_message(contact_id="CONTACT-FORGED"))
+    assert background.wait_idle()
+    pushed.clear()
+    update = {
+        "app_id": "",
+        "project_id": "p",
+        "contact_update_notification": {
+            "contact": {"id": "CONTACT-FORGED", "display_name": "Mallory",
+                        "channel_identities": []}
+        },
+    }  # fmt: skip
+    assert _post(update, secret="not-the-secret").status_code == 401
+    assert not SinchContactName.objects.filter(name="Mallory").exists()
+    assert Conversation.objects.get().identity["display_name"] == "Anna Maria Svensson"
     assert pushed == []
 
 
@@ -364,3 +386,77 @@ def test_a_contact_sinch_does_not_know_is_not_asked_about_again(fake_sinch):
     assert background.wait_idle()
     contact_calls = [path for _, path in fake_sinch.calls if "UNKNOWN-TO-SINCH" in path]
     assert len(contact_calls) == 1
+
+
+# --- Every Conversation API channel: matched, unmatched, ambiguous, platform-named ---------
+
+PHONE_CHANNELS = {"WHATSAPP", "RCS", "VIBERBM", "MMS", "SMS"}
+
+
+@pytest.mark.parametrize("channel", sorted(services.SINCH_CHANNELS))
+def test_every_channel_matched_unmatched_ambiguous_and_named_by_the_platform(
+    make_contact, fake_sinch, pushed, channel
+):
+    if channel in PHONE_CHANNELS:
+        # As Sinch sends them: E.164 digits without the plus.
+        known, shared, stranger = "46701234567", "46812345678", "447700900123"
+        values = {known: "+46701234567", shared: "+46812345678", stranger: "+447700900123"}
+        make_contact("Anna Maria Svensson", country="SE", phones=["070-123 45 67"])
+        make_contact("Erik Lindqvist", country="SE", phones=["08-123 456 78"])
+        make_contact("Karin Lindqvist", country="SE", phones=["+46 8 123 456 78"])
+    else:
+        known, shared, stranger = "id-anna-1", "id-household-2", "id-stranger-3"
+        values = {known: known, shared: shared, stranger: stranger}
+        make_contact("Anna Maria Svensson", chat_ids=[(channel, known)])
+        make_contact("Erik Lindqvist", chat_ids=[(channel, shared)])
+        make_contact("Karin Lindqvist", chat_ids=[(channel, shared)])
+        # The same id on another channel is another customer.
+        make_contact(
+            "Someone Else", chat_ids=[("WECHAT" if channel != "WECHAT" else "LINE", stranger)]
+        )
+    make_contact("Oliver Hughes", emails=["oliver@example.co.uk"])
+    platform_names = {known: "Anna Svensson", shared: "Karin Lindqvist", stranger: "Oliver Hughes"}
+    for identity, name in platform_names.items():
+        fake_sinch.add_contact(f"C-{identity}", name)
+        fake_sinch.profiles[(f"C-{identity}", channel)] = name
+        response = _post(
+            inbound_message(channel=channel, identity=identity, contact_id=f"C-{identity}")
+        )
+        assert response.status_code == 200, response.content
+        # One name fetch at a time: the test database is SQLite in memory with
+        # a shared cache, where concurrent writers fail at once ("table is
+        # locked") instead of waiting as they do on the file database.
+        assert background.wait_idle()
+
+    first = {
+        f["conversation"]["identity"]["identifier"]["value"]: f["conversation"]["identity"]
+        for f in lifecycle(pushed, "identified")
+    }
+    assert {v: (i["status"], i["display_name"]) for v, i in first.items()} == {
+        values[known]: ("matched", "Anna Maria Svensson"),
+        values[shared]: ("ambiguous", values[shared]),
+        values[stranger]: ("unmatched", values[stranger]),
+    }
+    assert first[values[shared]]["candidates_total"] == 2
+    assert {i["verified"] for i in first.values()} == {channel != "SMS"}
+
+    named = {
+        f["conversation"]["identity"]["identifier"]["value"]: f["conversation"]["identity"]
+        for f in lifecycle(pushed, "updated")
+    }
+    if channel in {"SMS", "SINCH_CHAT"}:
+        # Never a platform name: nobody asks Sinch, nothing changes.
+        assert named == {}
+        assert fake_sinch.calls == []
+        return
+    assert {v: (i["status"], i["display_name"], i["name_source"]) for v, i in named.items()} == {
+        values[known]: ("matched", "Anna Svensson", "platform"),
+        values[shared]: ("ambiguous", "Karin Lindqvist", "platform"),
+        values[stranger]: ("unmatched", "Oliver Hughes", "platform"),
+    }
+    # The name is checked against the directory: the extension area's possible match.
+    assert {v: i["possible_match"]["name"] for v, i in named.items()} == {
+        values[known]: "Anna Maria Svensson",
+        values[shared]: "Karin Lindqvist",
+        values[stranger]: "Oliver Hughes",
+    }

@@ -128,6 +128,33 @@ def test_sinch_asking_twice_about_a_call_opens_one_conversation(fake_sinch, push
     assert len(lifecycle(pushed, "identified")) == 1
 
 
+def test_a_replayed_signed_request_changes_nothing(household, fake_sinch, pushed):
+    """Voice signatures carry no nonce: a request replayed inside the freshness
+    window verifies, so every event must be harmless to repeat."""
+    recorded = {}
+    for payload in (
+        _ice(),
+        {"event": "ace", "callid": "call-1"},
+        {"event": "dice", "callid": "call-1"},
+    ):
+        raw = json.dumps(payload).encode()
+        recorded[payload["event"]] = (raw, voice_headers(raw))
+        assert _post(raw, headers=recorded[payload["event"]][1]).status_code == 200
+    events_before = [(f["event"], f["conversation"]["call_state"]) for f in lifecycle(pushed)]
+    for raw, headers in recorded.values():  # the whole call again, byte for byte
+        assert _post(raw, headers=headers).status_code == 200
+    assert [(f["event"], f["conversation"]["call_state"]) for f in lifecycle(pushed)] == (
+        events_before
+    )
+    assert events_before == [
+        ("started", "ringing"), ("identified", "ringing"), ("updated", "answered"),
+        ("ended", "ended"),
+    ]  # fmt: skip
+    conversation = Conversation.objects.get()
+    assert (conversation.state, conversation.call_state) == ("ended", "ended")
+    assert VoiceCall.objects.get().state == "ended"
+
+
 def test_events_for_unknown_calls_and_other_events_are_ignored(fake_sinch, pushed):
     assert _post({"event": "ace", "callid": "nobody"}).status_code == 200
     assert _post({"event": "notify", "type": "recordingFinished"}).status_code == 200
@@ -136,19 +163,27 @@ def test_events_for_unknown_calls_and_other_events_are_ignored(fake_sinch, pushe
 
 
 @pytest.mark.parametrize(
-    "signing",
+    ("signing", "code"),
     [
-        {"secret": "d3Jvbmctc2VjcmV0"},
-        {"key": "another-application"},
-        {"path": "/somewhere/else/"},
-        {"timestamp": (datetime.now(UTC) - timedelta(minutes=10)).strftime("%Y-%m-%dT%H:%M:%SZ")},
-        {"headers": {}},
+        ({"secret": "d3Jvbmctc2VjcmV0"}, "invalid_signature"),
+        ({"key": "another-application"}, "invalid_signature"),
+        ({"path": "/somewhere/else/"}, "invalid_signature"),
+        # Minutes from the moment of signing, not of test collection.
+        ({"age_minutes": 10}, "stale_timestamp"),
+        ({"age_minutes": -10}, "stale_timestamp"),
+        ({"headers": {}}, "missing_signature"),
     ],
-    ids=["wrong-secret", "wrong-key", "wrong-path", "stale", "unsigned"],
+    ids=["wrong-secret", "wrong-key", "wrong-path", "stale", "future", "unsigned"],
 )
-def test_wrong_or_missing_signatures_are_refused_and_nothing_stored(fake_sinch, pushed, signing):
+def test_wrong_or_missing_signatures_are_refused_and_nothing_stored(
+    fake_sinch, pushed, signing, code
+):
+    signing = dict(signing)
+    if "age_minutes" in signing:
+        signed_at = datetime.now(UTC) - timedelta(minutes=signing.pop("age_minutes"))
+        signing["timestamp"] = signed_at.strftime("%Y-%m-%dT%H:%M:%SZ")
     response = _post(_ice(), **signing)
-    assert response.status_code == 401
+    assert (response.status_code, response.json()["error"]) == (401, code)
     assert not Conversation.objects.exists()
     assert not VoiceCall.objects.exists()
     assert pushed == []

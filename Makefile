@@ -10,7 +10,7 @@ DEV_STAMP := $(VENV)/.dev-$(HASH)
 # Only for the demo on 127.0.0.1; set your own in any real deployment.
 DEMO_ENV := CP_API_TOKEN=$${CP_API_TOKEN:-cpweb-demo-api-token}
 
-.PHONY: run test lint typecheck bench-smoke clean
+.PHONY: run cluster test lint typecheck bench-smoke clean
 
 $(RUN_STAMP):
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,12 @@ run: $(RUN_STAMP)
 	$(BIN)/python manage.py collectstatic --noinput -v0
 	$(DEMO_ENV) $(BIN)/python manage.py demo_setup
 	$(DEMO_ENV) $(BIN)/daphne -b 127.0.0.1 -p 8000 cpweb.asgi:application
+
+# N daphne workers behind nginx (deploy/cluster.py); needs DATABASE_URL (PostgreSQL) and REDIS_URL.
+WORKERS ?= 2
+PORT ?= 8080
+cluster: $(RUN_STAMP)
+	$(BIN)/python -m deploy.cluster --workers $(WORKERS) --port $(PORT)
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check .

@@ -20,6 +20,7 @@ changed in the last few seconds and pushes those it has not pushed itself.
 
 import asyncio
 import logging
+import secrets
 import time
 from collections import defaultdict
 from datetime import timedelta
@@ -54,6 +55,10 @@ class Hub:
         self._starting = asyncio.Lock()
         self._outbox: asyncio.Queue[HubEvent] = asyncio.Queue()
         self.loop = asyncio.get_running_loop()
+        self._layer = None
+        self._channel = ""
+        # health probes in flight: token -> the future the listener resolves
+        self._pings: dict[str, asyncio.Future[None]] = {}
 
     async def start(self) -> None:
         async with self._starting:
@@ -65,6 +70,7 @@ class Hub:
             channel = await layer.new_channel("hub.")
             # Join before anything is published, or the first events are lost.
             await layer.group_add(HUB_GROUP, channel)
+            self._layer, self._channel = layer, channel
             self._tasks.append(asyncio.create_task(self._listen(layer, channel)))
             self._tasks.append(asyncio.create_task(self._publish(layer)))
             if isinstance(layer, InMemoryChannelLayer):
@@ -99,6 +105,29 @@ class Hub:
             except Exception:
                 # Committed but not pushed: consoles catch up from their next snapshot.
                 log.exception("hub: publishing %s failed", event["type"])
+
+    async def ping(self) -> None:
+        """A message through the channel layer to this hub's own listener and back.
+
+        Readiness (``/healthz``): proves the layer carries messages *and* this
+        process's hub is receiving them, which is what pushes need. The probe
+        never calls ``receive()`` itself: channels-redis lets one coroutine at a
+        time read a process's channels, and only from the list of its own
+        channel prefix, so a second reader waits behind the hub until the next
+        push arrives (the reason a first /healthz timed out under Redis). A
+        reply that comes after the caller gave up finds no waiter and is
+        dropped, so nothing is left behind.
+        """
+        if self._layer is None:
+            raise RuntimeError("the hub is not listening (no channel layer)")
+        token = secrets.token_hex(8)
+        waiter = self.loop.create_future()
+        self._pings[token] = waiter
+        try:
+            await self._layer.send(self._channel, {"type": "hub.ping", "token": token})
+            await waiter
+        finally:
+            self._pings.pop(token, None)
 
     # --- Registration ---------------------------------------------------------
 
@@ -162,6 +191,11 @@ class Hub:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 joined_at = 0.0
+                continue
+            if event.get("type") == "hub.ping":
+                waiter = self._pings.get(event.get("token", ""))
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(None)
                 continue
             try:
                 await self.deliver(event)

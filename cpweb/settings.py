@@ -206,6 +206,9 @@ LOGGING = {
 
 CP_MODE = env_choice("CP_MODE", ["standalone", "crm"], "standalone")
 
+# /healthz: how long the database and the channel layer get to answer.
+CP_HEALTH_TIMEOUT = env_number("CP_HEALTH_TIMEOUT", 2, minimum=0.1)
+
 CP_DEFAULT_REGION = env_str("CP_DEFAULT_REGION", "US").upper()
 if CP_DEFAULT_REGION not in phonenumbers.SUPPORTED_REGIONS:
     raise ImproperlyConfigured(

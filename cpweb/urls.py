@@ -7,6 +7,7 @@ from chat.admin import identification_insights_view
 from chat.webhooks.email import email_webhook
 from chat.webhooks.sinch_conversation import sinch_conversation_webhook
 from chat.webhooks.sinch_voice import sinch_voice_webhook
+from cpweb.health import healthz
 from crm.framing import frameable_by_crm
 from directory import views as directory_views
 
@@ -30,4 +31,5 @@ urlpatterns = [
     ),
     path("webhooks/sinch/voice/", sinch_voice_webhook, name="webhook-sinch-voice"),
     path("webhooks/email/", email_webhook, name="webhook-email"),
+    path("healthz", healthz, name="healthz"),
 ]

@@ -304,6 +304,7 @@ class VisitorConsumer(JsonFrameConsumer):
             text=text,
             client_msg_id=client_msg_id,
         )
+        await self.hub.published()
         await self.send_frame(
             {"type": "ack", "client_msg_id": client_msg_id, "message_id": message.pk}
         )
@@ -400,6 +401,7 @@ class ConsoleConsumer(JsonFrameConsumer):
             client_msg_id=client_msg_id,
             author_id=self.user_id,
         )
+        await self.hub.published()
         await self.send_frame(
             {"type": "ack", "client_msg_id": client_msg_id, "message_id": message.pk}
         )

@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 GROUP_REFRESH_SECONDS = 3600  # channels-redis forgets group members after a day
 CATCH_UP_INTERVAL = 1.0
 CATCH_UP_WINDOW = timedelta(seconds=10)
+PUBLISH_WAIT_SECONDS = 2.0
 
 
 class Recipient(Protocol):
@@ -53,7 +54,8 @@ class Hub:
         self.pushed_identity: dict[str, str] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._starting = asyncio.Lock()
-        self._outbox: asyncio.Queue[HubEvent] = asyncio.Queue()
+        # Events to publish, and markers that ``published()`` waits on.
+        self._outbox: asyncio.Queue[HubEvent | asyncio.Future[None]] = asyncio.Queue()
         self.loop = asyncio.get_running_loop()
         self._layer = None
         self._channel = ""
@@ -95,9 +97,30 @@ class Hub:
         """
         self.loop.call_soon_threadsafe(self._outbox.put_nowait, event)
 
+    async def published(self, timeout: float = PUBLISH_WAIT_SECONDS) -> None:
+        """Return once every event queued so far is handed to the channel layer.
+
+        An ack waits for this, so that a message acked by a process that is
+        killed a moment later has already left it: consoles on the other
+        processes still get it. A layer that is down does not hold the ack
+        (the message is stored) beyond ``timeout``.
+        """
+        if not self._tasks:
+            return
+        marker = self.loop.create_future()
+        self._outbox.put_nowait(marker)
+        try:
+            await asyncio.wait_for(asyncio.shield(marker), timeout)
+        except TimeoutError:
+            log.warning("hub: the channel layer is slow; acking before the push left")
+
     async def _publish(self, layer) -> None:
         while True:
             event = await self._outbox.get()
+            if isinstance(event, asyncio.Future):
+                if not event.done():
+                    event.set_result(None)
+                continue
             try:
                 await layer.group_send(HUB_GROUP, dict(event))
             except asyncio.CancelledError:

@@ -110,10 +110,14 @@ def message_post(
             events.message_posted(message)
     except IntegrityError:
         # A resend after a lost ack (or a race from a second socket): the
-        # message is stored already; answer with it.
-        return Message.objects.get(
+        # message is stored already; answer with it. Push it again: the ack
+        # may have been lost with a process that died before pushing it, and
+        # consoles and visitors drop a message they already have.
+        stored = Message.objects.get(
             conversation=conversation, sender=sender, client_msg_id=client_msg_id
         )
+        events.message_posted(stored)
+        return stored
     return message
 
 

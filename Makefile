@@ -48,6 +48,10 @@ bench-smoke: $(DEV_STAMP)
 	$(BIN)/python bench/identify_bench.py --contacts 20000 --samples 2000
 	$(BIN)/python bench/import_bench.py --rows 20000
 	$(BIN)/python bench/webchat_load.py --visitors 50 --consoles 5 --duration 5
+	$(BIN)/python bench/fanout.py --consoles 20 --step-seconds 0.5 --max-rate 24 --drain 1 --settle 0.1
+	@# Several workers need PostgreSQL and Redis: only when REDIS_URL is set.
+	if [ -n "$$REDIS_URL" ]; then $(BIN)/python bench/contact_center.py --visitors 100 \
+	  --consoles 10 --starts-per-second 5 --messages-per-second 20 --duration 3 --warm-up 1; fi
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

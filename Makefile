@@ -10,7 +10,7 @@ DEV_STAMP := $(VENV)/.dev-$(HASH)
 # Only for the demo on 127.0.0.1; set your own in any real deployment.
 DEMO_ENV := CP_API_TOKEN=$${CP_API_TOKEN:-cpweb-demo-api-token}
 
-.PHONY: run cluster test lint typecheck bench-smoke clean
+.PHONY: run cluster test lint typecheck bench-smoke fuzz clean
 
 $(RUN_STAMP):
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,16 @@ bench-smoke: $(DEV_STAMP)
 	@# Several workers need PostgreSQL and Redis: only when REDIS_URL is set.
 	if [ -n "$$REDIS_URL" ]; then $(BIN)/python bench/contact_center.py --visitors 100 \
 	  --consoles 10 --starts-per-second 5 --messages-per-second 20 --duration 3 --warm-up 1; fi
+
+# Coverage-guided fuzzing of the normalisers and the email parser (atheris),
+# FUZZ_SECONDS each; new inputs and any crash-* land in var/fuzz/.
+FUZZ_SECONDS ?= 300
+fuzz: $(DEV_STAMP)
+	for name in normalize email; do \
+	  mkdir -p var/fuzz/$$name && \
+	  $(BIN)/python fuzz/$${name}_fuzz.py -max_total_time=$(FUZZ_SECONDS) \
+	    -artifact_prefix=var/fuzz/ var/fuzz/$$name fuzz/corpus/$$name || exit 1; \
+	done
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

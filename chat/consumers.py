@@ -17,7 +17,7 @@ from django.conf import settings
 from chat import limits, services
 from chat.events import conversation_payload, encode, message_payload
 from chat.hub import Hub, get_hub
-from chat.models import Conversation, Message
+from chat.models import Conversation, Message, storable_text
 from chat.selectors import (
     conversation_for_token,
     conversation_get,
@@ -156,7 +156,8 @@ class JsonFrameConsumer(AsyncWebsocketConsumer):
 
 def _text(frame: dict[str, Any], client_msg_id: str) -> str:
     text = frame.get("text")
-    if not isinstance(text, str) or not text.strip():
+    text = storable_text(text) if isinstance(text, str) else None
+    if not text or not text.strip():
         raise FrameError("invalid_frame", "'text' must be a non-empty string.",
                          client_msg_id=client_msg_id)  # fmt: skip
     if len(text) > settings.CP_MAX_MESSAGE_CHARS:
@@ -173,7 +174,7 @@ def _client_msg_id(frame: dict[str, Any]) -> str:
     if not isinstance(value, str) or len(value) > MAX_CLIENT_MSG_ID:
         raise FrameError("invalid_frame", f"'client_msg_id' must be a string of at most "
                          f"{MAX_CLIENT_MSG_ID} characters.")  # fmt: skip
-    return value
+    return storable_text(value)
 
 
 def _optional_string(frame: dict[str, Any], key: str, limit: int) -> str | None:
@@ -184,7 +185,7 @@ def _optional_string(frame: dict[str, Any], key: str, limit: int) -> str | None:
         raise FrameError(
             "invalid_frame", f"{key!r} must be a string of at most {limit} characters."
         )
-    return value
+    return storable_text(value)
 
 
 class VisitorConsumer(JsonFrameConsumer):

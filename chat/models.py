@@ -8,6 +8,12 @@ from django.db.models import Q
 from django.utils import timezone
 
 
+def storable_text(value: str) -> str:
+    """``value`` without NUL characters, which PostgreSQL text cannot hold (a
+    NUL from a socket or a webhook was a 500 there, found by fuzzing)."""
+    return value.replace("\x00", "")
+
+
 class CallState(models.TextChoices):
     RINGING = "ringing"
     ANSWERED = "answered"

@@ -30,6 +30,7 @@ from chat.models import (
     SinchOutboundMessage,
     VoiceCall,
     WebhookNonce,
+    storable_text,
 )
 from chat.selectors import open_conversations_with_identifiers, token_hash, with_last_messages
 from crm.identity import identity_keep_answer
@@ -353,7 +354,7 @@ def sinch_contact_name_store(*, contact_id: str, channel: str, name: str) -> int
     """Cache a platform name (``channel`` "" for the contact's display name) and
     re-identify the contact's open conversations under it. Returns how many
     conversations changed name."""
-    name = " ".join(name.split())[:200]
+    name = " ".join(storable_text(name).split())[:200]
     SinchContactName.objects.update_or_create(
         contact_id=contact_id,
         channel=channel,
@@ -598,4 +599,6 @@ def email_receive(
 
 def email_reject(*, raw: bytes, code: str, reason: str) -> RejectedEmail:
     """Keep an email that could not be read, whole, for an admin to look at."""
-    return RejectedEmail.objects.create(reason_code=code, reason=reason, raw=raw, size=len(raw))
+    return RejectedEmail.objects.create(
+        reason_code=code, reason=storable_text(reason), raw=raw, size=len(raw)
+    )

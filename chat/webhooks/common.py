@@ -6,6 +6,8 @@ from typing import Any
 
 from django.http import HttpRequest, JsonResponse
 
+from chat.models import storable_text
+
 
 class BodyTooLarge(Exception):
     pass
@@ -62,4 +64,4 @@ def bearer_token_valid(request: HttpRequest, expected: str) -> bool:
 
 def text(value: object, limit: int = 320) -> str:
     """A string field of a callback, or "" when absent or of another type."""
-    return value[:limit] if isinstance(value, str) else ""
+    return storable_text(value[:limit]) if isinstance(value, str) else ""

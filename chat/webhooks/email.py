@@ -30,6 +30,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from chat import services
+from chat.models import storable_text
 from chat.webhooks.common import BodyTooLarge, bearer_token_valid, error, read_body, too_large
 from directory.normalize import IdentifierError, normalize_email
 
@@ -63,7 +64,7 @@ class ParsedEmail:
 
 def _unescape(value: str) -> str:
     """UTF-8 header bytes the parser kept as surrogate escapes, as text."""
-    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return storable_text(value.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
 
 
 def _message_ids(value: object) -> list[str]:
@@ -83,7 +84,9 @@ def html_to_text(html: str) -> str:
 def _content(part: EmailMessage) -> str:
     try:
         content = part.get_content()
-    except (LookupError, UnicodeError):  # an unknown or lying charset
+    # An unknown or lying charset; a charset with a NUL in its name is a
+    # ValueError (found by fuzz/email_fuzz.py).
+    except (LookupError, ValueError):
         payload = part.get_payload(decode=True)
         content = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""
     return content if isinstance(content, str) else ""
@@ -96,20 +99,30 @@ def body_text(message: EmailMessage) -> str:
     if body is not None:
         content = _content(body)  # type: ignore[arg-type]
         text = html_to_text(content) if body.get_content_type() == "text/html" else content.strip()
-    attachments = [
-        _unescape(part.get_filename() or part.get_content_type())
-        for part in message.iter_attachments()
-    ]
+    try:
+        attachments = [
+            _unescape(part.get_filename() or part.get_content_type())
+            for part in message.iter_attachments()
+        ]
+    except (LookupError, ValueError):
+        # A multipart whose declared charset cannot even be looked up (a NUL in
+        # its name, found by fuzz/email_fuzz.py): the text is still worth having.
+        attachments = ["(unreadable)"]
     if attachments:
         text = "\n".join([text, *(f"[attachment: {name}]" for name in attachments)]).strip()
-    return (text or "[no text]")[:MAX_TEXT_CHARS]
+    return storable_text(text or "[no text]")[:MAX_TEXT_CHARS] or "[no text]"
 
 
 def parse_email(raw: bytes) -> ParsedEmail:
     """Read an RFC 5322 message; MalformedEmail says why one cannot be used."""
     if not raw.strip():
         raise MalformedEmail("empty", "The body is empty; send the raw message.")
-    message = BytesParser(policy=policy.default).parsebytes(raw)
+    try:
+        message = BytesParser(policy=policy.default).parsebytes(raw)
+    except Exception as exc:
+        # The stdlib parser itself fails on some malformed parameters
+        # (IndexError in get_parameter, found by fuzz/email_fuzz.py).
+        raise MalformedEmail("unreadable", f"The message cannot be parsed: {exc!r}") from exc
     if not message.keys():
         raise MalformedEmail("no_headers", "No RFC 5322 header fields before the body.")
     try:
@@ -173,6 +186,11 @@ def email_webhook(request: HttpRequest) -> JsonResponse:
         parsed = parse_email(raw)
     except MalformedEmail as exc:
         return _rejected(raw, exc.code, exc.message)
+    except Exception as exc:
+        # The stdlib parser has corners nobody has mapped; the message is kept
+        # for an admin either way, never lost to a 500 the mail system retries.
+        log.exception("inbound email could not be parsed")
+        return _rejected(raw, "unreadable", f"The message could not be read: {exc!r}")
     try:
         conversation, message, duplicate = services.email_receive(
             from_address=parsed.from_address,

@@ -38,6 +38,10 @@ def _object(value: object) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def _list(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 def contact_message_text(contact_message: object) -> str:
     """What the agent reads for a customer's message of any kind."""
     if not isinstance(contact_message, dict) or not contact_message:
@@ -65,7 +69,7 @@ def contact_message_text(contact_message: object) -> str:
     if kind == "product_response_message":
         titles = [
             text(product.get("title") or product.get("id"))
-            for product in body.get("products") or []
+            for product in _list(body.get("products"))
             if isinstance(product, dict)
         ]
         return f"[products] {', '.join(titles)}".strip()

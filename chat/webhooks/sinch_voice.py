@@ -25,6 +25,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from chat import services
+from chat.models import storable_text
 from chat.webhooks.common import BodyTooLarge, error, json_object, read_body, text, too_large
 from chat.webhooks.signatures import SignatureError, verify_voice_callback
 
@@ -58,7 +59,7 @@ ACE_SVAML = {"instructions": [], "action": {"name": "continue"}}
 
 def _cli(payload: dict[str, Any]) -> str:
     cli = payload.get("cli")
-    return cli.strip()[:100] if isinstance(cli, str) else ""
+    return storable_text(cli).strip()[:100] if isinstance(cli, str) else ""
 
 
 def _to_endpoint(payload: dict[str, Any]) -> str:
@@ -94,7 +95,7 @@ def sinch_voice_webhook(request: HttpRequest) -> HttpResponse:
         payload = json_object(body)
     except ValueError as exc:
         return error(400, "invalid_json", str(exc))
-    event, call_id = payload.get("event"), text(payload.get("callid"), 100)
+    event, call_id = text(payload.get("event"), 20), text(payload.get("callid"), 100)
     if event in {"ice", "ace", "dice"} and not call_id:
         return error(400, "invalid_request", f"An {event} event needs a 'callid'.")
     if event == "ice":

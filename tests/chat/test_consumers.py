@@ -360,3 +360,16 @@ async def test_adding_the_visitor_to_the_directory_names_them_on_the_console(
     await sync(lambda: Contact.objects.get(name="Newton Comer").delete())
     removed = await console.receive_until(_event("updated"))
     assert removed["conversation"]["identity"]["status"] == "unmatched"
+
+
+async def test_nul_characters_are_dropped_from_what_is_stored(connect):
+    # PostgreSQL text cannot hold NUL: a NUL in a message crashed the socket there.
+    visitor, _ = await _start(connect, name="An\x00na")
+    await visitor.send({"type": "message", "text": "hi\x00 there", "client_msg_id": "a\x00"})
+    ack = await visitor.receive()
+    assert ack["type"] == "ack"
+    message = await Message.objects.select_related("conversation").aget()
+    assert (message.text, message.client_msg_id) == ("hi there", "a")
+    assert message.conversation.name == "Anna"
+    await visitor.send({"type": "message", "text": "\x00"})
+    assert (await visitor.receive())["code"] == "invalid_frame"

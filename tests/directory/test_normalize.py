@@ -10,6 +10,7 @@ from directory.normalize import (
     IdentifierError,
     _plain_email_key,
     name_keys,
+    name_tokens,
     names_agree,
     normalize_chat_id,
     normalize_email,
@@ -209,6 +210,7 @@ def test_chat_ids_are_exact_and_case_sensitive():
         ("SVENSSON Anna-Maria", "Anna Maria Svensson", "word order"),
         ("Mikkel Sorensen", "Mikkel Sørensen", "ignoring case"),
         ("Jurgen Muller", "Jürgen Müller", "accents"),
+        ("Soren Kierkegaard", "Sǿren Kierkegaard", "accents"),  # ǿ: an accent on an ø
     ],
 )
 def test_names_agree_despite_case_accents_order_and_middle_names(claimed, directory, because):
@@ -233,3 +235,23 @@ def test_different_people_do_not_agree(claimed, directory):
 def test_name_keys_survive_order_and_middle_names():
     assert name_keys("Svensson, Anna")[0] == name_keys("Anna Svensson")[0]
     assert name_keys("Anna Maria Svensson")[1] == name_keys("Anna Svensson")[0]
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [("35-80035-001", "+35835001"), ("+358 0035 001", "+35835001"), ("+35835001", "+35835001"),
+     ("910000019278484", "+9119278484")],
+)  # fmt: skip
+def test_zeros_after_the_country_code_normalise_to_one_key(raw, key):
+    # Found by fuzz/normalize_fuzz.py: +3580035001 read back as +358035001,
+    # and that as +35835001; only the last reads as itself.
+    e164 = normalize_phone(raw, region=None, international_first=True, require_valid=False)
+    assert e164 == key
+    assert normalize_phone(e164, region="US", international_first=True, require_valid=False) == e164
+
+
+@pytest.mark.parametrize("name", ["\U0010ff00ǿ\U0010ff00ÿ", "\u210cans Ǿstergaard", "ǰosé"])
+def test_a_folded_name_folds_to_itself(name):
+    # Found by fuzz/normalize_fuzz.py: "ǿ" folded to "ø" in one pass, "o" in two.
+    tokens = name_tokens(name)
+    assert name_tokens(" ".join(tokens)) == tokens

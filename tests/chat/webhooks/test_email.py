@@ -1,5 +1,7 @@
 """POST /webhooks/email/: raw RFC 5322 messages in, identified by From, threaded."""
 
+from pathlib import Path
+
 import pytest
 from django.test import Client
 
@@ -9,6 +11,7 @@ from chat.webhooks.email import MalformedEmail, html_to_text, parse_email
 from tests.chat.webhooks.conftest import EMAIL_TOKEN, lifecycle
 
 URL = "/webhooks/email/"
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _email(
@@ -233,3 +236,60 @@ def test_an_email_larger_than_djangos_own_upload_cap_is_accepted(directory, fake
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 2048
     response = _post(_email(body="long story " * 1000))
     assert response.status_code == 200, response.content
+
+
+@pytest_django_db
+def test_a_charset_with_a_nul_in_its_name_is_read_anyway(fake_sinch):
+    # Found by fuzz/email_fuzz.py: bytes.decode raised ValueError, a 500.
+    raw = _email(body="Hello").replace(b"charset=utf-8", b"charset=utf-\x00\x00")
+    response = _post(raw)
+    assert response.status_code == 200, response.content
+    assert Message.objects.get().text == "Hello"
+
+
+@pytest_django_db
+def test_a_message_the_parser_chokes_on_is_kept_for_an_admin(fake_sinch, monkeypatch):
+    from chat.webhooks import email as email_webhook
+
+    def choke(raw):
+        raise RuntimeError("a corner of the stdlib parser")
+
+    monkeypatch.setattr(email_webhook, "parse_email", choke)
+    raw = _email()
+    response = _post(raw)
+    assert (response.status_code, response.json()["error"]) == (400, "unreadable")
+    assert bytes(RejectedEmail.objects.get().raw) == raw
+    assert not Conversation.objects.exists()
+
+
+@pytest_django_db
+def test_nul_characters_are_dropped_not_a_500_on_postgresql(fake_sinch):
+    # Found by tests/chat/webhooks/test_fuzz.py on PostgreSQL, whose text cannot hold NUL.
+    raw = _email(sender="Ann\x00a <anna@example.com>", subject="Hi\x00", body="Hel\x00lo")
+    response = _post(raw)
+    assert response.status_code == 200, response.content
+    message = Message.objects.get()
+    assert message.text == "Hello"
+    assert message.conversation.subject == "Hi"
+    assert _post(b"From: \x00nobody\r\n\r\n").status_code == 400
+
+
+@pytest_django_db
+def test_a_part_whose_charset_holds_a_nul_is_read_anyway(fake_sinch):
+    # Found by fuzz/email_fuzz.py (its input, kept in the seed corpus): listing
+    # the attachments raised ValueError.
+    raw = (ROOT / "fuzz/corpus/email/regression-nul-charset-multipart.eml").read_bytes()
+    response = _post(raw)
+    assert response.status_code == 200, response.content
+    assert "(unreadable)" in Message.objects.get().text
+
+
+@pytest_django_db
+def test_a_message_the_stdlib_parser_fails_on_is_kept_as_rejected(fake_sinch):
+    # Found by fuzz/email_fuzz.py: email's own parser raises IndexError on it.
+    raw = (ROOT / "fuzz/corpus/email/regression-stdlib-indexerror.eml").read_bytes()
+    with pytest.raises(MalformedEmail):
+        parse_email(raw)
+    response = _post(raw)
+    assert (response.status_code, response.json()["error"]) == (400, "unreadable")
+    assert bytes(RejectedEmail.objects.get().raw) == raw

@@ -371,6 +371,8 @@ def test_not_json_is_a_400(fake_sinch):
          "[products] Bike"),
         ({"sticker_message": {"id": "s"}}, "[sticker]"),
         ({}, "[empty message]"),
+        # Found by tests/chat/webhooks/test_fuzz.py: a 500 before.
+        ({"product_response_message": {"products": True}}, "[products]"),
     ],
 )  # fmt: skip
 def test_every_kind_of_contact_message_reads_as_text(message, text):
@@ -460,3 +462,11 @@ def test_every_channel_matched_unmatched_ambiguous_and_named_by_the_platform(
         values[shared]: "Karin Lindqvist",
         values[stranger]: "Oliver Hughes",
     }
+
+
+def test_nul_characters_in_a_callback_are_dropped(anna, fake_sinch):
+    # PostgreSQL text cannot hold NUL (a 500 there before).
+    response = _post(inbound_message(text="Hi\x00 there", contact_id="C\x001"))
+    assert response.json() == {"status": "accepted"}
+    assert Message.objects.get().text == "Hi there"
+    assert SinchLink.objects.get().contact_id == "C1"

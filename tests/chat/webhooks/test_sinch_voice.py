@@ -159,6 +159,9 @@ def test_events_for_unknown_calls_and_other_events_are_ignored(fake_sinch, pushe
     assert _post({"event": "ace", "callid": "nobody"}).status_code == 200
     assert _post({"event": "notify", "type": "recordingFinished"}).status_code == 200
     assert _post({"event": "pie", "callid": "x", "menuResult": {}}).status_code == 200
+    # An event that is not a string was a 500 (found by tests/chat/webhooks/test_fuzz.py).
+    assert _post({"event": [], "callid": "x"}).status_code == 200
+    assert _post({"event": {"ice": 1}, "callid": "x", "cli": "46701234567"}).status_code == 200
     assert pushed == []
 
 

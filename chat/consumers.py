@@ -24,6 +24,7 @@ from chat.selectors import (
     messages_after,
     open_conversations,
 )
+from cpweb.metrics import OPEN_SOCKETS
 from directory.identify import webchat_identity_hash_valid
 from directory.normalize import IdentifierError, normalize_email
 
@@ -84,6 +85,20 @@ class JsonFrameConsumer(AsyncWebsocketConsumer):
     # Set once connect() has let the socket in: frames that raced a refusal
     # (4401, 4403, 4429) are dropped, never handled.
     admitted = False
+    socket_kind = ""  # cpweb_open_sockets{kind}
+    counted_open = False
+
+    def admit(self) -> None:
+        self.admitted = True
+        if not self.counted_open:
+            self.counted_open = True
+            OPEN_SOCKETS.labels(self.socket_kind).inc()
+
+    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        if self.counted_open:
+            self.counted_open = False
+            OPEN_SOCKETS.labels(self.socket_kind).dec()
+        await super().websocket_disconnect(message)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if not self.admitted:
@@ -192,6 +207,7 @@ class VisitorConsumer(JsonFrameConsumer):
     """``/ws/chat/``: a website visitor's web chat. The visitor never learns the identity."""
 
     frame_types = frozenset({"start", "resume", "message", "end"})
+    socket_kind = "visitor"
     conversation: Conversation | None = None
     counted_socket = False
 
@@ -206,7 +222,8 @@ class VisitorConsumer(JsonFrameConsumer):
             )  # fmt: skip
             await self.close(code=CLOSE_TOO_MANY)
             return
-        self.counted_socket = self.admitted = True
+        self.counted_socket = True
+        self.admit()
 
     async def disconnect(self, code: int) -> None:
         if self.counted_socket:
@@ -329,6 +346,7 @@ class ConsoleConsumer(JsonFrameConsumer):
     """``/ws/console/``: an agent's live view of every open conversation."""
 
     frame_types = frozenset({"watch", "unwatch", "reply"})
+    socket_kind = "console"
 
     async def connect(self) -> None:
         user = self.scope.get("user")
@@ -342,7 +360,7 @@ class ConsoleConsumer(JsonFrameConsumer):
             await self.close(code=4403)
             return
         self.user_id = user.pk
-        self.admitted = True
+        self.admit()
         self.watching: set[str] = set()
         self.pending = []
         self.hub.add_console(self)

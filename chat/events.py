@@ -10,6 +10,7 @@ process, however many consoles are open.
 
 import json
 import logging
+import time
 from datetime import UTC, datetime
 from typing import Literal, NotRequired, TypedDict
 
@@ -53,6 +54,8 @@ class HubEvent(TypedDict):
     console: str  # the frame for consoles
     visitor: str | None  # the frame for the conversation's visitor sockets, if any
     identity_updated_at: NotRequired[str]
+    # time.time() when the change committed: the hub measures push latency from it.
+    committed_at: NotRequired[float]
 
 
 def timestamp(moment: datetime) -> str:
@@ -158,7 +161,7 @@ def message_posted(message: Message) -> None:
 
 
 def _publish(event: HubEvent) -> None:
-    transaction.on_commit(lambda: _send(event))
+    transaction.on_commit(lambda: _send({**event, "committed_at": time.time()}))
 
 
 def _send(event: HubEvent) -> None:

@@ -32,6 +32,7 @@ from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.utils import timezone
 
 from chat.events import HUB_GROUP, HubEvent, conversation_payload, encode, timestamp
+from cpweb.metrics import PUSH_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -194,8 +195,14 @@ class Hub:
             consoles = list(self.watchers.get(conversation_id, ()))
         await _send_all(consoles, event["console"])
         visitor_frame = event["visitor"]
+        visitors = list(self.visitors.get(conversation_id, ())) if visitor_frame else []
         if visitor_frame is not None:
-            await _send_all(list(self.visitors.get(conversation_id, ())), visitor_frame)
+            await _send_all(visitors, visitor_frame)
+        if (consoles or visitors) and "committed_at" in event:
+            # Commit to the last of this process's frames written.
+            PUSH_SECONDS.labels(event["type"].removeprefix("hub.")).observe(
+                max(0.0, time.time() - event["committed_at"])
+            )
 
     async def _listen(self, layer, channel: str) -> None:
         joined_at = time.monotonic()

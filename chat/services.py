@@ -34,11 +34,12 @@ from chat.models import (
 )
 from chat.selectors import open_conversations_with_identifiers, token_hash, with_last_messages
 from crm.identity import identity_keep_answer
+from directory.decisions import decision_recorded, identify_timed
 from directory.identify import (
     CHANNELS,
     PLATFORM_CHANNELS,
+    Identity,
     canonical_channel,
-    identify,
     normalize_identifier,
 )
 from directory.normalize import IdentifierError
@@ -64,7 +65,7 @@ def conversation_start(
     Returns the conversation and the visitor's resume token (stored only as
     a hash). Raises IdentifierError for an invalid identifier.
     """
-    identity = identify(channel=channel, identifier=identifier, name=name, verified=verified)
+    identity = identify_timed(channel=channel, identifier=identifier, name=name, verified=verified)
     token = secrets.token_urlsafe(32)
     with transaction.atomic():
         conversation = Conversation.objects.create(
@@ -81,7 +82,15 @@ def conversation_start(
         )
         events.conversation_changed(conversation, "started")
         events.conversation_changed(conversation, "identified")
+        _decision_on_commit(identity, "start", conversation)
     return conversation, token
+
+
+def _decision_on_commit(identity: Identity, trigger: str, conversation: Conversation) -> None:
+    """Log and count a decision once it took effect (not one that was rolled back)."""
+    transaction.on_commit(
+        partial(decision_recorded, identity, trigger=trigger, conversation_id=str(conversation.pk))
+    )
 
 
 def message_post(
@@ -134,11 +143,14 @@ def conversation_end(*, conversation: Conversation) -> Conversation:
     return conversation
 
 
-def conversations_reidentify(*, identifiers: Iterable[str] | None) -> int:
+def conversations_reidentify(
+    *, identifiers: Iterable[str] | None, trigger: str = "reidentify"
+) -> int:
     """Identify open conversations again after a directory change; push those that changed.
 
     ``identifiers`` are the normalised values the change touched (None: any).
-    Returns how many conversations changed identity.
+    ``trigger`` names the cause in the decision log. Returns how many
+    conversations changed identity.
     """
     values = None if identifiers is None else set(identifiers)
     if values is not None and len(values) > REIDENTIFY_ALL_THRESHOLD:
@@ -148,7 +160,7 @@ def conversations_reidentify(*, identifiers: Iterable[str] | None) -> int:
     changed = 0
     for conversation in open_conversations_with_identifiers(values).iterator(chunk_size=500):
         try:
-            identity = identify(
+            identity = identify_timed(
                 channel=conversation.channel,
                 identifier=conversation.identifier_raw,
                 name=conversation.name or None,
@@ -165,6 +177,7 @@ def conversations_reidentify(*, identifiers: Iterable[str] | None) -> int:
             conversation.identity_updated_at = timezone.now()
             conversation.save(update_fields=["identity", "identity_updated_at"])
             events.conversation_changed(conversation, "updated")
+            _decision_on_commit(identity, trigger, conversation)
         changed += 1
     return changed
 
@@ -260,7 +273,8 @@ def sinch_message_receive(
             raise IdentifierError("unknown_channel", f"{channel} is not a Conversation API channel")
         value = normalize_identifier(channel, identity)
     except IdentifierError as exc:
-        log.info("Sinch message on %r from %r ignored: %s", channel, identity, exc.message)
+        # The code, not the message: it quotes the identity, and logs carry no identifiers.
+        log.info("Sinch message on %r ignored: unreadable identity (%s)", channel, exc.code)
         return None
     open_key = f"{channel}:{value}"
     name = sinch_platform_name(contact_id=contact_id, channel=channel)
@@ -380,7 +394,9 @@ def conversation_name_set(*, conversation: Conversation, name: str) -> None:
         conversation.name = name
         # The one place that re-identifies open conversations, so that what
         # it keeps (a CRM's answer, in CRM mode) is kept here too.
-        conversations_reidentify(identifiers={conversation.identifier_value})
+        conversations_reidentify(
+            identifiers={conversation.identifier_value}, trigger="platform_name"
+        )
 
 
 def sinch_conversation_stopped(*, sinch_conversation_id: str) -> int:
@@ -475,7 +491,7 @@ def voice_call_incoming(*, call_id: str, cli: str, to_endpoint: str) -> Conversa
             except IdentifierError as exc:
                 # Not a number (a SIP user, garbage): the agent still sees the
                 # call, without a lookup; the raw caller id stays on the VoiceCall.
-                log.warning("call %s: caller id %r unreadable (%s)", call_id, cli, exc.message)
+                log.warning("call %s: caller id unreadable (%s)", call_id, exc.code)
                 conversation, _ = conversation_start(
                     channel="voice", identifier="", call_state=CallState.RINGING
                 )

@@ -195,10 +195,19 @@ STATIC_URL = "/static/"
 STATIC_ROOT = VAR_DIR / "static"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 
+# text: each message as it is (identification decisions are JSON anyway);
+# json: every line a JSON object (cpweb/logs.py), for a log shipper.
+CP_LOG_FORMAT = env_choice("CP_LOG_FORMAT", ["text", "json"], "text")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "formatters": {"json": {"()": "cpweb.logs.JsonFormatter"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            **({"formatter": "json"} if CP_LOG_FORMAT == "json" else {}),
+        }
+    },
     "root": {"handlers": ["console"], "level": env_str("CP_LOG_LEVEL", "INFO")},
 }
 
@@ -208,6 +217,11 @@ CP_MODE = env_choice("CP_MODE", ["standalone", "crm"], "standalone")
 
 # /healthz: how long the database and the channel layer get to answer.
 CP_HEALTH_TIMEOUT = env_number("CP_HEALTH_TIMEOUT", 2, minimum=0.1)
+# /metrics answers only with this bearer token (unset: 503).
+CP_METRICS_TOKEN = env_str("CP_METRICS_TOKEN")
+# Key of the hashes that stand for identifiers in the identification log
+# (unset: derived from DJANGO_SECRET_KEY, so hashes change if it does).
+CP_LOG_HASH_KEY = env_str("CP_LOG_HASH_KEY")
 
 CP_DEFAULT_REGION = env_str("CP_DEFAULT_REGION", "US").upper()
 if CP_DEFAULT_REGION not in phonenumbers.SUPPORTED_REGIONS:

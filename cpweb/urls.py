@@ -8,6 +8,7 @@ from chat.webhooks.email import email_webhook
 from chat.webhooks.sinch_conversation import sinch_conversation_webhook
 from chat.webhooks.sinch_voice import sinch_voice_webhook
 from cpweb.health import healthz
+from cpweb.metrics import metrics_view
 from crm.framing import frameable_by_crm
 from directory import views as directory_views
 
@@ -32,4 +33,5 @@ urlpatterns = [
     path("webhooks/sinch/voice/", sinch_voice_webhook, name="webhook-sinch-voice"),
     path("webhooks/email/", email_webhook, name="webhook-email"),
     path("healthz", healthz, name="healthz"),
+    path("metrics", metrics_view, name="metrics"),
 ]

@@ -221,3 +221,8 @@ def deliveries_prune(*, now: datetime | None = None) -> int:
         state=CrmDelivery.State.DELIVERED, delivered_at__lt=horizon
     ).delete()
     return deleted
+
+
+def outbox_depth() -> int:
+    """Webhook rows waiting to be delivered (/metrics); a partial index holds exactly these."""
+    return CrmDelivery.objects.filter(state=CrmDelivery.State.PENDING).count()

@@ -10,6 +10,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
+from functools import partial
 
 import httpx
 from django.conf import settings
@@ -21,6 +22,7 @@ from chat.models import Conversation
 from chat.selectors import with_last_messages
 from crm import outbox, signing
 from crm.identity import CrmAnswer, answer_parse, identity_with_answer
+from directory.decisions import decision_recorded
 
 log = logging.getLogger(__name__)
 
@@ -144,4 +146,6 @@ def conversation_apply_crm_answer(*, conversation_id: str, answer: CrmAnswer) ->
         conversation.save(update_fields=["identity", "identity_updated_at"])
         with_last_messages([conversation])
         events.conversation_changed(conversation, "updated", crm_handoff=False)
+        record = partial(decision_recorded, identity, conversation_id=str(conversation.pk))
+        transaction.on_commit(partial(record, trigger="crm"))
     return True

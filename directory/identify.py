@@ -67,6 +67,9 @@ class Identity(TypedDict):
     claimed_name: str | None
     verified: bool
     reason: str
+    # Which rule decided (RULES), for logs and metrics; identities stored
+    # before it existed lack it.
+    rule: NotRequired[str]
     crm: NotRequired[CrmHandoff]
 
 
@@ -86,6 +89,19 @@ _WITHHELD_CLI = frozenset(
     {"", "anonymous", "private", "withheld", "restricted", "unknown", "unavailable", "blocked"}
 )
 WITHHELD_DISPLAY_NAME = "Withheld number"
+
+# The rules of SPEC §1, as ``identity["rule"]``: the lookup's outcome, and
+# "+platform_name" when a messaging platform's name is the headline.
+RULE_WITHHELD = "withheld_caller_id"
+RULE_SINGLE = "single_holder"
+RULE_NONE = "no_holder"
+RULE_SHARED = "shared_identifier"
+PLATFORM_NAME_SUFFIX = "+platform_name"
+RULES = frozenset(
+    {RULE_WITHHELD}
+    | {rule + suffix for rule in (RULE_SINGLE, RULE_NONE, RULE_SHARED)
+       for suffix in ("", PLATFORM_NAME_SUFFIX)}
+)  # fmt: skip
 
 
 def canonical_channel(channel: str) -> str:
@@ -232,6 +248,7 @@ def identify(
             "claimed_name": claimed_name,
             "verified": False,
             "reason": "caller id withheld: no directory lookup",
+            "rule": RULE_WITHHELD,
         }
         return _with_crm(identity, channel, kind, None)
 
@@ -242,15 +259,16 @@ def identify(
     where = f"{channel} {kind.value.replace('_', ' ')} {value}"
     contact = _contact(rows[0]) if total == 1 else None
     if total == 1:
-        status, reason = "matched", f"{where} belongs to one contact"
+        status, rule, reason = "matched", RULE_SINGLE, f"{where} belongs to one contact"
     elif total == 0:
-        status, reason = "unmatched", f"{where} is not in the directory"
+        status, rule, reason = "unmatched", RULE_NONE, f"{where} is not in the directory"
     else:
-        status, reason = "ambiguous", f"{where} is shared by {total} contacts"
+        status, rule, reason = "ambiguous", RULE_SHARED, f"{where} is shared by {total} contacts"
 
     if platform_name:
         display_name, name_source = platform_name, "platform"
         reason += "; the name is the platform's"
+        rule += PLATFORM_NAME_SUFFIX
     elif contact:
         display_name, name_source = contact["name"], "directory"
     else:
@@ -270,6 +288,7 @@ def identify(
         "claimed_name": claimed_name,
         "verified": is_verified,
         "reason": reason,
+        "rule": rule,
     }
     return _with_crm(identity, channel, kind, value)
 

@@ -8,7 +8,8 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from directory.identify import canonical_channel, identify, webchat_identity_hash_valid
+from directory.decisions import decision_recorded, identify_timed
+from directory.identify import canonical_channel, webchat_identity_hash_valid
 from directory.normalize import IdentifierError, normalize_email
 
 MAX_BODY_BYTES = 16 * 1024
@@ -62,7 +63,10 @@ def identify_view(request: HttpRequest) -> JsonResponse:
                 return _error(
                     400, "invalid_identity_hash", "identity_hash does not match this email."
                 )
-        identity = identify(channel=channel, identifier=identifier, name=name, verified=verified)
+        identity = identify_timed(
+            channel=channel, identifier=identifier, name=name, verified=verified
+        )
     except IdentifierError as exc:
         return _error(400, exc.code, exc.message)
+    decision_recorded(identity, trigger="api")
     return JsonResponse(identity)

@@ -37,6 +37,8 @@ def _check(tmp_path, **env: str) -> subprocess.CompletedProcess[str]:
         ({"SINCH_API_BASE_URL": "ftp://sinch"}, "SINCH_API_BASE_URL"),
         ({"CRM_SCREENPOP_URL": "https://crm.example/search"}, "CRM_SCREENPOP_URL"),
         ({"CRM_CHAT_ID_FORMATS": "MESSENGER"}, "CRM_CHAT_ID_FORMATS"),
+        ({"CP_LOG_FORMAT": "xml"}, "CP_LOG_FORMAT"),
+        ({"CP_HEALTH_TIMEOUT": "soon"}, "CP_HEALTH_TIMEOUT"),
         ({"CP_WEBCHAT_STARTS_PER_MINUTE": "lots"}, "CP_WEBCHAT_STARTS_PER_MINUTE"),
         ({"CP_WS_MAX_SOCKETS_PER_ADDRESS": "-1"}, "CP_WS_MAX_SOCKETS_PER_ADDRESS"),
         ({"CP_WS_MAX_FRAME_BYTES": "10"}, "CP_WS_MAX_FRAME_BYTES"),

@@ -2,11 +2,14 @@
 
 import hmac
 import json
+from collections.abc import Callable
+from functools import wraps
 from typing import Any
 
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from chat.models import storable_text
+from cpweb.metrics import WEBHOOK_REJECTIONS
 
 
 class BodyTooLarge(Exception):
@@ -17,7 +20,29 @@ def error(status: int, code: str, message: str, **extra: Any) -> JsonResponse:
     response = JsonResponse({"error": code, "message": message, **extra}, status=status)
     if status == 401:
         response["WWW-Authenticate"] = 'Bearer realm="cpweb"'
+    response.error_code = code  # type: ignore[attr-defined]  # for counts_rejections
     return response
+
+
+View = Callable[[HttpRequest], HttpResponse]
+
+
+def counts_rejections(webhook: str) -> Callable[[View], View]:
+    """Count the view's refusals in ``cpweb_webhook_rejections_total{webhook, reason}``:
+    the answer's error code, or ``http_<status>`` for Django's own (a wrong method)."""
+
+    def decorate(view: View) -> View:
+        @wraps(view)
+        def counted(request: HttpRequest) -> HttpResponse:
+            response = view(request)
+            if response.status_code >= 400:
+                reason = getattr(response, "error_code", None) or f"http_{response.status_code}"
+                WEBHOOK_REJECTIONS.labels(webhook, reason).inc()
+            return response
+
+        return counted
+
+    return decorate
 
 
 def too_large(limit: int) -> JsonResponse:

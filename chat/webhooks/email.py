@@ -31,7 +31,14 @@ from django.views.decorators.http import require_POST
 
 from chat import services
 from chat.models import storable_text
-from chat.webhooks.common import BodyTooLarge, bearer_token_valid, error, read_body, too_large
+from chat.webhooks.common import (
+    BodyTooLarge,
+    bearer_token_valid,
+    counts_rejections,
+    error,
+    read_body,
+    too_large,
+)
 from directory.normalize import IdentifierError, normalize_email
 
 log = logging.getLogger(__name__)
@@ -168,6 +175,7 @@ def _rejected(raw: bytes, code: str, reason: str) -> JsonResponse:
 
 
 @csrf_exempt
+@counts_rejections("email")
 @require_POST
 def email_webhook(request: HttpRequest) -> JsonResponse:
     if not settings.EMAIL_INBOUND_TOKEN:

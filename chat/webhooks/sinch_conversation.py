@@ -26,7 +26,15 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from chat import services
-from chat.webhooks.common import BodyTooLarge, error, json_object, read_body, text, too_large
+from chat.webhooks.common import (
+    BodyTooLarge,
+    counts_rejections,
+    error,
+    json_object,
+    read_body,
+    text,
+    too_large,
+)
 from chat.webhooks.signatures import SignatureError, verify_conversation_callback
 
 log = logging.getLogger(__name__)
@@ -133,6 +141,7 @@ def handle_callback(payload: dict[str, Any]) -> str:
 
 
 @csrf_exempt
+@counts_rejections("sinch_conversation")
 @require_POST
 def sinch_conversation_webhook(request: HttpRequest) -> JsonResponse:
     secret = settings.SINCH_CONVERSATION_WEBHOOK_SECRET

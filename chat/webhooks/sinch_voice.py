@@ -26,7 +26,15 @@ from django.views.decorators.http import require_POST
 
 from chat import services
 from chat.models import storable_text
-from chat.webhooks.common import BodyTooLarge, error, json_object, read_body, text, too_large
+from chat.webhooks.common import (
+    BodyTooLarge,
+    counts_rejections,
+    error,
+    json_object,
+    read_body,
+    text,
+    too_large,
+)
 from chat.webhooks.signatures import SignatureError, verify_voice_callback
 
 log = logging.getLogger(__name__)
@@ -68,6 +76,7 @@ def _to_endpoint(payload: dict[str, Any]) -> str:
 
 
 @csrf_exempt
+@counts_rejections("sinch_voice")
 @require_POST
 def sinch_voice_webhook(request: HttpRequest) -> HttpResponse:
     if not (settings.SINCH_VOICE_APP_KEY and settings.SINCH_VOICE_APP_SECRET):

@@ -39,6 +39,7 @@ SINCH_WEBHOOK_SECRET = "e2e-sinch-webhook-secret"
 SINCH_VOICE_KEY = "e2e-voice-app"
 SINCH_VOICE_SECRET = "ZTJlLXZvaWNlLXNlY3JldA=="
 EMAIL_TOKEN = "e2e-email-token"
+METRICS_TOKEN = "e2e-metrics-token"
 
 
 @dataclass
@@ -130,6 +131,7 @@ def prepared_environment(var: Path, port: int, extra_env: dict[str, str]) -> Ite
         "CPWEB_VAR_DIR": str(var),
         "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
         "CP_API_TOKEN": API_TOKEN,
+        "CP_METRICS_TOKEN": METRICS_TOKEN,
         "WEBCHAT_IDENTITY_SECRET": IDENTITY_SECRET,
         "CP_CHANNEL_PREFIX": f"cpweb-e2e-{port}",
         "PYTHONUNBUFFERED": "1",

@@ -1,6 +1,7 @@
 """Operations against real daphne processes: /healthz with its database or its
 channel layer unreachable, and with consoles connected."""
 
+import json
 import os
 import subprocess
 import sys
@@ -11,9 +12,22 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 
-from tests.e2e.conftest import AGENT, ROOT, _free_port
+from tests.e2e.conftest import (
+    AGENT,
+    API_TOKEN,
+    EMAIL_TOKEN,
+    IDENTITY_SECRET,
+    METRICS_TOKEN,
+    ROOT,
+    SINCH_VOICE_SECRET,
+    SINCH_WEBHOOK_SECRET,
+    _free_port,
+    prepared_environment,
+)
+from tests.e2e.test_channels import _email, _ice, _mail, _voice
 
 
 @contextmanager
@@ -96,3 +110,135 @@ async def test_ready_with_consoles_connected_and_pushes_flowing(server):
 @pytest.mark.parametrize("method", ["POST", "PUT"])
 def test_healthz_only_answers_reads(server, method):
     assert httpx.request(method, f"{server.base_url}/healthz", timeout=10).status_code == 405
+
+
+# --- Metrics and the identification log on a real daphne ---------------------------------
+
+
+def _scrape(base_url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    response = httpx.get(
+        f"{base_url}/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}, timeout=10
+    )
+    assert response.status_code == 200, response.text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+def _value(samples, name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+async def test_real_traffic_moves_the_metrics_and_logs_each_decision(server):
+    before = _scrape(server.base_url)
+    assert (await _voice(server, _ice("e2e-metrics-1", "+15550107777"))).status_code == 200
+    assert (
+        await _voice(server, _ice("e2e-metrics-2", "+15550107777"), secret="d3Jvbmc=")
+    ).status_code == 401
+    assert (
+        await _email(server, _mail("Metric Person <metric.person@e2e.example>", "e2e-m-1"))
+    ).status_code == 200
+    assert (
+        await _email(server, _mail("x@e2e.example", "e2e-m-2"), token="wrong")
+    ).status_code == 401
+    async with connect(f"{server.ws_url}/ws/chat/", origin=server.origin) as visitor:
+        await visitor.send('{"type": "start", "email": "metric.visitor@e2e.example"}')
+        started = json.loads(await visitor.recv())
+        during = _scrape(server.base_url)
+    after = _scrape(server.base_url)
+
+    def moved(samples, name, **labels):
+        return _value(samples, name, **labels) - _value(before, name, **labels)
+
+    start = {"status": "unmatched", "trigger": "start"}
+    assert moved(during, "cpweb_identifications_total", channel="voice", **start) == 1
+    assert moved(during, "cpweb_identifications_total", channel="email", **start) == 1
+    assert moved(during, "cpweb_identifications_total", channel="webchat", **start) == 1
+    assert moved(during, "cpweb_identify_seconds_count", channel="voice") == 1
+    assert (
+        moved(
+            during,
+            "cpweb_webhook_rejections_total",
+            webhook="sinch_voice",
+            reason="invalid_signature",
+        )
+        == 1
+    )
+    assert (
+        moved(during, "cpweb_webhook_rejections_total", webhook="email", reason="unauthorized") == 1
+    )
+    assert moved(during, "cpweb_open_sockets", kind="visitor") == 1
+    assert moved(after, "cpweb_open_sockets", kind="visitor") == 0
+
+    # daphne's own output: one JSON decision per identification, hashed, no secrets.
+    deadline = time.monotonic() + 5
+    while started["conversation_id"] not in server.log.read_text():
+        assert time.monotonic() < deadline, "the web chat decision was never logged"
+        time.sleep(0.1)
+    log = server.log.read_text()
+    decisions = [
+        json.loads(line) for line in log.splitlines() if line.startswith('{"candidate_ids"')
+    ]
+    mine = [d for d in decisions if d.get("conversation_id") == started["conversation_id"]]
+    assert [(d["channel"], d["status"], d["rule"], d["trigger"]) for d in mine] == [
+        ("webchat", "unmatched", "no_holder", "start")
+    ]
+    assert len(mine[0]["identifier_hash"]) == 32
+    for secret in ("metric.visitor@e2e.example", "metric.person@e2e.example", "15550107777",
+                   started["token"], METRICS_TOKEN, EMAIL_TOKEN, API_TOKEN, IDENTITY_SECRET,
+                   SINCH_WEBHOOK_SECRET, SINCH_VOICE_SECRET):  # fmt: skip
+        assert secret not in log
+
+
+def test_one_scrape_counts_every_worker_sharing_a_metrics_directory(tmp_path):
+    """Two daphne workers with one PROMETHEUS_MULTIPROC_DIR: either answers for both."""
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    ports = [_free_port(), _free_port()]
+    with prepared_environment(
+        tmp_path / "var", ports[0], {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+                                     "CP_METRICS_TOKEN": METRICS_TOKEN}
+    ) as prepared:  # fmt: skip
+        workers = []
+        logs = []
+        try:
+            for port in ports:
+                logs.append((tmp_path / f"worker-{port}.log").open("w"))
+                workers.append(subprocess.Popen(
+                    [str(Path(sys.executable).with_name("daphne")), "-b", "127.0.0.1",
+                     "-p", str(port), "cpweb.asgi:application"],
+                    cwd=ROOT, env=prepared.env, stdout=logs[-1], stderr=subprocess.STDOUT,
+                ))  # fmt: skip
+            urls = [f"http://127.0.0.1:{port}" for port in ports]
+            for url in urls:
+                _wait_until_serving(url)
+            for url, calls in zip(urls, (2, 3), strict=True):
+                for _ in range(calls):
+                    response = httpx.post(
+                        f"{url}/api/identify", headers={"Authorization": f"Bearer {API_TOKEN}"},
+                        json={"channel": "voice", "identifier": "46701234567"}, timeout=10,
+                    )  # fmt: skip
+                    assert response.status_code == 200, response.text
+            labels = {"channel": "voice", "status": "matched", "trigger": "api"}
+            for url in urls:
+                assert _value(_scrape(url), "cpweb_identifications_total", **labels) == 5
+        finally:
+            for worker in workers:
+                worker.terminate()
+                worker.wait(timeout=10)
+            for log in logs:
+                log.close()
+
+
+def _wait_until_serving(url: str) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, f"{url} did not start"
+        time.sleep(0.2)

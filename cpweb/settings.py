@@ -161,7 +161,14 @@ if REDIS_URL:
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [REDIS_URL],
+                # The hub waits for pushes in BZPOPMIN calls of 5 s (channels-redis'
+                # brpop_timeout). redis-py 8 times socket reads out after 5 s by
+                # default, so every idle wait ended in an error and the hub backed
+                # off for up to 5 s, delaying pushes (and failing /healthz). Reads
+                # get longer than the blocking call.
+                "hosts": [
+                    {"address": REDIS_URL, "socket_timeout": 15, "socket_connect_timeout": 5}
+                ],
                 "capacity": _LAYER_CAPACITY,
                 "prefix": CP_CHANNEL_PREFIX,
             },

@@ -1,7 +1,9 @@
 """``GET /healthz`` (SPEC §5) through the real ASGI app: the database and the
 channel layer (Redis when REDIS_URL is set), up, failing and hanging."""
 
+import asyncio
 import json
+import logging
 import socket
 import threading
 import time
@@ -144,4 +146,23 @@ async def test_a_hanging_layer_is_reported_within_the_timeout(layer_at, silent_s
     assert body["checks"]["channel_layer"] == {"ok": False, "error": "no answer within 0.5 s"}
     assert body["checks"]["database"]["ok"] is True
     layer_at(None)  # the hub that could not start is not left half-started
+    assert (await _healthz())[0] == 200
+
+
+async def test_an_idle_hub_waits_without_errors_and_still_delivers(connect, agent_cookie, caplog):
+    # redis-py 8 times socket reads out after 5 s, exactly the length of the
+    # hub's blocking wait: with no push for 5 s the hub's receive failed, and
+    # every further idle wait failed again with a longer back-off (up to 5 s of
+    # not listening), delaying pushes and failing /healthz. The layer's reads
+    # now outlast the blocking wait.
+    caplog.set_level(logging.WARNING, logger="chat.hub")
+    console = await connect("/ws/console/", cookie=agent_cookie)
+    assert (await console.receive())["type"] == "snapshot"
+    await asyncio.sleep(6)
+    assert [r.getMessage() for r in caplog.records if r.name == "chat.hub"] == []
+    visitor = await connect("/ws/chat/")
+    await visitor.send({"type": "start", "email": "idle@example.com"})
+    started = time.monotonic()
+    await console.receive_until(lambda f: f.get("event") == "identified", timeout=1)
+    assert time.monotonic() - started < 1
     assert (await _healthz())[0] == 200

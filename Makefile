@@ -8,7 +8,8 @@ HASH := $(shell cat pyproject.toml | sha1sum | cut -c1-12)
 RUN_STAMP := $(VENV)/.run-$(HASH)
 DEV_STAMP := $(VENV)/.dev-$(HASH)
 # Only for the demo on 127.0.0.1; set your own in any real deployment.
-DEMO_ENV := CP_API_TOKEN=$${CP_API_TOKEN:-cpweb-demo-api-token}
+DEMO_ENV := CP_API_TOKEN=$${CP_API_TOKEN:-cpweb-demo-api-token} \
+	CP_METRICS_TOKEN=$${CP_METRICS_TOKEN:-cpweb-demo-metrics-token}
 
 .PHONY: run cluster test lint typecheck bench-smoke fuzz clean
 

@@ -77,7 +77,9 @@ TEMPLATE = Path(__file__).with_name("nginx.conf")
 DEMO_ADMIN = ("admin", "cpweb-admin-demo")
 DEMO_AGENT = ("agent", "cpweb-agent-demo")
 DEMO_API_TOKEN = "cpweb-demo-api-token"  # noqa: S105 - the demo's, as in `make run`
-READY_PATH = "/accounts/login/"
+DEMO_METRICS_TOKEN = "cpweb-demo-metrics-token"  # noqa: S105 - the demo's, as in `make run`
+# Ready: the database answers and the channel layer reaches the worker's hub.
+READY_PATH = "/healthz"
 
 
 class ClusterError(RuntimeError):
@@ -185,6 +187,10 @@ class Cluster:
         self.env.setdefault("CP_TRUSTED_PROXIES", "127.0.0.1")
         self.env.setdefault("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost")
         self.env.setdefault("CP_API_TOKEN", DEMO_API_TOKEN)
+        self.env.setdefault("CP_METRICS_TOKEN", DEMO_METRICS_TOKEN)
+        # One metrics directory for the workers: any worker's /metrics (so one
+        # scrape through nginx) answers for all of them (cpweb/metrics.py).
+        self.env.setdefault("PROMETHEUS_MULTIPROC_DIR", str(self.var_dir / "metrics"))
         self.env.setdefault("DJANGO_SETTINGS_MODULE", "cpweb.settings")
         self.env["PYTHONUNBUFFERED"] = "1"
 
@@ -232,6 +238,10 @@ class Cluster:
             self.manage("collectstatic", "--noinput", "-v0")
             if self.demo:
                 self.manage("demo_setup", "--base-url", self.url)
+            # Samples of an earlier run's workers would be counted as this one's.
+            metrics_dir = Path(self.env["PROMETHEUS_MULTIPROC_DIR"])
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+            metrics_dir.mkdir(parents=True)
             for worker in self.workers:
                 self._spawn(worker)
             for worker in self.workers:
@@ -280,15 +290,25 @@ class Cluster:
             worker.process.send_signal(sig)
             worker.process.wait(timeout=30)
         self._close_log(worker)
+        self._forget_metrics_of(worker)
 
     def stop_worker(self, index: int) -> None:
         worker = self.workers[index]
         if worker.process is not None:
             _terminate(worker.process)
         self._close_log(worker)
+        self._forget_metrics_of(worker)
+
+    def _forget_metrics_of(self, worker: Worker) -> None:
+        """A dead worker's live gauges (open sockets) stop counting; its counters stay."""
+        if worker.process is not None and worker.process.poll() is not None:
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(worker.process.pid, self.env["PROMETHEUS_MULTIPROC_DIR"])
 
     def _spawn(self, worker: Worker) -> None:
         self._close_log(worker)
+        self._forget_metrics_of(worker)  # it died on its own (the launcher restarts it)
         worker._log_file = worker.log.open("ab")
         daphne = str(Path(sys.executable).with_name("daphne"))
         worker.process = subprocess.Popen(
@@ -435,6 +455,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{DEMO_AGENT[1]!r})\n"
                 f"  Admin:      {cluster.url}/admin/     (admin {DEMO_ADMIN[0]!r} / "
                 f"{DEMO_ADMIN[1]!r})\n"
+                f"  Metrics:    curl -H 'Authorization: Bearer "
+                f"{cluster.env['CP_METRICS_TOKEN']}' {cluster.url}/metrics\n"
                 f"  Logs:       {cluster.log_dir}\n"
                 "Ctrl-C stops it.",
                 flush=True,

@@ -56,10 +56,14 @@ class Command(BaseCommand):
             f"  Demo site (web chat):  {base}/\n"
             f"  Agent console:         {base}/console/\n"
             f"  Admin (directory):     {base}/admin/\n"
-            f"  Identify API:          POST {base}/api/identify\n\n"
+            f"  Identify API:          POST {base}/api/identify\n"
+            f"  Insights (admin):      {base}/admin/insights/\n"
+            f"  Health, metrics:       {base}/healthz  {base}/metrics\n\n"
             f"  Admin:  user {admin.username!r}  password {DEMO_ADMIN[1]!r}\n"
             f"  Agent:  user {agent.username!r}  password {DEMO_AGENT[1]!r}\n"
-            f"  API:    Authorization: Bearer {settings.CP_API_TOKEN or '(set CP_API_TOKEN)'}\n\n"
+            f"  API:    Authorization: Bearer {settings.CP_API_TOKEN or '(set CP_API_TOKEN)'}\n"
+            f"  Metrics: Authorization: Bearer "
+            f"{settings.CP_METRICS_TOKEN or '(set CP_METRICS_TOKEN)'}\n\n"
             "These are demo credentials for a server on 127.0.0.1 only.\n"
         )
 

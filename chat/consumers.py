@@ -271,6 +271,9 @@ class VisitorConsumer(JsonFrameConsumer):
             channel="webchat", identifier=email, name=name, verified=verified
         )
         self._attach(conversation)
+        # As for acks: "started" only once the consoles' push has left this
+        # process, so a worker killed now cannot leave consoles unaware of it.
+        await self.hub.published()
         await self.send_frame(
             {"type": "started", "conversation_id": str(conversation.pk), "token": token}
         )

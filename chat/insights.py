@@ -95,7 +95,10 @@ def identification_counts(
         if status not in STATUSES:
             continue  # not an identity cpweb wrote; nothing to chart it as
         per_day = grid.setdefault(channel, {d: dict.fromkeys(STATUSES, 0) for d in days})
-        per_day[day][status] += conversations
+        counts = per_day.get(day)
+        if counts is None:
+            continue  # the database's zone rules put it outside the range asked for
+        counts[status] += conversations
     channels = [_channel_counts(channel, per_day) for channel, per_day in grid.items()]
     channels.sort(key=lambda c: (-c.total, c.channel))
     overall = {d: dict.fromkeys(STATUSES, 0) for d in days}

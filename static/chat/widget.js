@@ -209,7 +209,8 @@
     var socket = new WebSocket(socketUrl);
     chat.socket = socket;
     socket.onopen = function () {
-      chat.attempt = 0;
+      // The backoff is reset by "started", not here: a socket the server
+      // accepts only to refuse (4429, too many from this address) opens too.
       setStatus("");
       if (chat.token) {
         send({ type: "resume", token: chat.token, after: chat.lastId });
@@ -226,11 +227,15 @@
       }
       handle(frame);
     };
-    socket.onclose = function () {
+    socket.onclose = function (event) {
       chat.socket = null;
       if (!ui.isOpen && !chat.token) return;
-      var delay = Math.min(15000, 500 * Math.pow(2, chat.attempt++)) * (0.75 + Math.random() / 2);
-      setStatus("Connection lost. Reconnecting…");
+      var refused = event.code === 4429;
+      var delay = refused
+        ? 15000 * (0.75 + Math.random() / 2)
+        : Math.min(15000, 500 * Math.pow(2, chat.attempt++)) * (0.75 + Math.random() / 2);
+      // A refusal keeps the server's reason on screen (its error frame came first).
+      if (!refused) setStatus("Connection lost. Reconnecting…");
       setTimeout(connect, delay);
     };
   }
@@ -238,6 +243,7 @@
   function handle(frame) {
     switch (frame.type) {
       case "started":
+        chat.attempt = 0;
         chat.token = frame.token;
         chat.conversationId = frame.conversation_id;
         chat.pendingStart = null;

@@ -207,6 +207,16 @@ def test_a_malformed_email_is_refused_with_a_reason_and_kept(fake_sinch, pushed)
 
 
 @pytest_django_db
+def test_a_rejected_senders_address_is_kept_for_admins_but_never_logged(fake_sinch, caplog):
+    raw = _email(sender="Someone <mallory.secret@example>")
+    response = _post(raw)
+    assert response.status_code == 400
+    assert "mallory.secret" in RejectedEmail.objects.get().reason  # admins still see it
+    assert "inbound email rejected (invalid_from" in caplog.text
+    assert "mallory.secret" not in caplog.text
+
+
+@pytest_django_db
 def test_an_admin_can_read_a_rejected_email(fake_sinch, admin_client):
     _post(b"From: nobody\r\n\r\nunreadable sender")
     rejected = RejectedEmail.objects.get()

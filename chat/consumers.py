@@ -6,6 +6,7 @@ of their own.
 """
 
 import json
+import logging
 import time
 from typing import Any
 
@@ -13,6 +14,7 @@ from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from django.db import DatabaseError
 
 from chat import limits, services
 from chat.events import conversation_payload, encode, message_payload
@@ -27,6 +29,8 @@ from chat.selectors import (
 from cpweb.metrics import OPEN_SOCKETS
 from directory.identify import webchat_identity_hash_valid
 from directory.normalize import IdentifierError, normalize_email
+
+log = logging.getLogger(__name__)
 
 ENDED_FRAME = encode({"type": "ended"})
 MAX_CLIENT_MSG_ID = 100
@@ -108,6 +112,21 @@ class JsonFrameConsumer(AsyncWebsocketConsumer):
         except FrameError as error:
             await self.send_frame({"type": "error", "code": error.code, "message": error.message,
                                    **error.extra})  # fmt: skip
+        except DatabaseError as exc:
+            # The database is restarting or unreachable: nothing was stored, so
+            # nothing was acked; the client may send the same frame again.
+            log.warning("%s frame failed on the database (%s)", self.socket_kind,
+                        type(exc).__name__)  # fmt: skip
+            await self.send_frame({"type": "error", "code": "unavailable",
+                                   "message": "The server cannot store this right now; "
+                                              "try again in a moment."})  # fmt: skip
+        except Exception:
+            # A bug must cost one frame, not the socket (and with it the
+            # per-address socket count, released only by disconnect()).
+            log.exception("%s frame handler failed", self.socket_kind)
+            await self.send_frame(
+                {"type": "error", "code": "server_error", "message": "This frame failed; sorry."}
+            )
 
     async def _handle(self, data: str | bytes) -> None:
         size = len(data.encode() if isinstance(data, str) else data)

@@ -373,3 +373,44 @@ async def test_nul_characters_are_dropped_from_what_is_stored(connect):
     assert message.conversation.name == "Anna"
     await visitor.send({"type": "message", "text": "\x00"})
     assert (await visitor.receive())["code"] == "invalid_frame"
+
+
+# --- Failures inside the server -------------------------------------------------
+
+
+async def test_a_database_outage_costs_the_frame_not_the_socket(connect, monkeypatch):
+    from django.db import OperationalError
+
+    from chat import services
+
+    visitor, _ = await _start(connect)
+    real = services.message_post
+
+    def down(*args, **kwargs):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(services, "message_post", down)
+    await visitor.send({"type": "message", "text": "hello?", "client_msg_id": "c1"})
+    error = await visitor.receive()
+    assert (error["type"], error["code"]) == ("error", "unavailable")
+    monkeypatch.setattr(services, "message_post", real)
+    await visitor.send({"type": "message", "text": "hello?", "client_msg_id": "c1"})
+    ack = await visitor.receive()
+    assert ack["type"] == "ack" and ack["client_msg_id"] == "c1"
+    assert await Message.objects.filter(text="hello?").acount() == 1
+
+
+async def test_a_bug_in_a_handler_costs_the_frame_not_the_socket(connect, monkeypatch):
+    from chat import services
+
+    visitor, _ = await _start(connect)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(services, "message_post", broken)
+    await visitor.send({"type": "message", "text": "hello?", "client_msg_id": "c1"})
+    error = await visitor.receive()
+    assert (error["type"], error["code"]) == ("error", "server_error")
+    await visitor.send({"type": "end"})
+    assert (await visitor.receive())["type"] == "ended"

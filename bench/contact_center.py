@@ -329,7 +329,8 @@ async def main(args: argparse.Namespace) -> bool:
         n1, n2 = min(full), max(full)
 
         def ratio(key: str, q: float) -> float:
-            return pct(one[key], q) / pct(two[key], q)
+            base = pct(two[key], q)  # nan when empty
+            return pct(one[key], q) / base if base else math.inf
 
         print(f"\nsame load, {n1} worker(s) / {n2} workers: start → identified p50 "
               f"{ratio('identified', 0.5):.2f}x, p99 {ratio('identified', 0.99):.2f}x; "

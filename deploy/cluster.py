@@ -234,14 +234,15 @@ class Cluster:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             if self.fresh_database:
                 self._create_database()
+            # Samples of an earlier run's workers would be counted as this one's;
+            # made before the commands, whose re-identifications write samples too.
+            metrics_dir = Path(self.env["PROMETHEUS_MULTIPROC_DIR"])
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+            metrics_dir.mkdir(parents=True)
             self.manage("migrate", "--noinput")
             self.manage("collectstatic", "--noinput", "-v0")
             if self.demo:
                 self.manage("demo_setup", "--base-url", self.url)
-            # Samples of an earlier run's workers would be counted as this one's.
-            metrics_dir = Path(self.env["PROMETHEUS_MULTIPROC_DIR"])
-            shutil.rmtree(metrics_dir, ignore_errors=True)
-            metrics_dir.mkdir(parents=True)
             for worker in self.workers:
                 self._spawn(worker)
             for worker in self.workers:

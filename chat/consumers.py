@@ -8,6 +8,7 @@ of their own.
 import json
 import logging
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from channels.consumer import get_handler_name
@@ -37,6 +38,26 @@ MAX_CLIENT_MSG_ID = 100
 MAX_NAME = 200
 # Like 4401/4403 for 401/403: a websocket close code that reads as HTTP 429.
 CLOSE_TOO_MANY = 4429
+
+
+class Delivered:
+    """The message ids of one conversation a socket has been sent.
+
+    Everything up to ``floor`` (what a resuming visitor says it has) plus each
+    id sent since. A set, not a high-water mark: messages commit out of id
+    order (two writers, or a message pushed again after its first push was
+    lost with a killed worker), and a lower id arriving late is still new.
+    """
+
+    def __init__(self, floor: int = 0, ids: Iterable[int] = ()) -> None:
+        self.floor = floor
+        self.ids = set(ids)
+
+    def __contains__(self, message_id: int) -> bool:
+        return message_id <= self.floor or message_id in self.ids
+
+    def add(self, message_id: int) -> None:
+        self.ids.add(message_id)
 
 
 class TokenBucket:
@@ -82,7 +103,7 @@ class JsonFrameConsumer(AsyncWebsocketConsumer):
 
     async def websocket_connect(self, message: dict[str, Any]) -> None:
         self.bucket = TokenBucket(settings.CP_WS_FRAMES_PER_SECOND, settings.CP_WS_FRAME_BURST)
-        self.delivered: dict[str, int] = {}  # conversation id -> last message id sent
+        self.delivered: dict[str, Delivered] = {}  # conversation id -> message ids sent
         self.hub = await get_hub()
         await super().websocket_connect(message)
 
@@ -175,9 +196,10 @@ class JsonFrameConsumer(AsyncWebsocketConsumer):
         # (published before the watch, delivered after it): send each message once.
         if frame.startswith('{"type":"message"'):
             conversation_id, message_id = self._message_key(json.loads(frame))
-            if message_id <= self.delivered.get(conversation_id, 0):
+            delivered = self.delivered.setdefault(conversation_id, Delivered())
+            if message_id in delivered:
                 return
-            self.delivered[conversation_id] = message_id
+            delivered.add(message_id)
         await self.send(text_data=frame)
 
     def _message_key(self, data: dict[str, Any]) -> tuple[str, int]:
@@ -324,7 +346,7 @@ class VisitorConsumer(JsonFrameConsumer):
             await self.send_frame({"type": "message", **message_payload(message)})
         if conversation.state == Conversation.State.ENDED:
             await self.send(text_data=ENDED_FRAME)
-        self.delivered[str(conversation.pk)] = missed[-1].pk if missed else after
+        self.delivered[str(conversation.pk)] = Delivered(after, (m.pk for m in missed))
         await self.flush()
 
     def _open_conversation(self) -> Conversation:
@@ -418,8 +440,7 @@ class ConsoleConsumer(JsonFrameConsumer):
                 {"type": "message", "conversation_id": conversation_id,
                  "message": message_payload(message)}
             )  # fmt: skip
-        if history:
-            self.delivered[conversation_id] = history[-1].pk
+        self.delivered[conversation_id] = Delivered(0, (m.pk for m in history))
         await self.flush()
 
     async def on_unwatch(self, frame: dict[str, Any]) -> None:
@@ -427,6 +448,7 @@ class ConsoleConsumer(JsonFrameConsumer):
         if isinstance(conversation_id, str) and conversation_id in self.watching:
             self.watching.discard(conversation_id)
             self.hub.unwatch(self, conversation_id)
+            self.delivered.pop(conversation_id, None)
 
     async def on_reply(self, frame: dict[str, Any]) -> None:
         client_msg_id = _client_msg_id(frame)

@@ -414,3 +414,39 @@ async def test_a_bug_in_a_handler_costs_the_frame_not_the_socket(connect, monkey
     assert (error["type"], error["code"]) == ("error", "server_error")
     await visitor.send({"type": "end"})
     assert (await visitor.receive())["type"] == "ended"
+
+
+async def test_a_message_pushed_late_still_reaches_a_console_that_has_newer_ones(
+    connect, agent_cookie, sync
+):
+    """Messages commit out of id order (two writers; a push lost with a killed
+    worker and sent again when the visitor resends): a lower id arriving after
+    a higher one is still shown, and a repeat of either is not."""
+    from django.db import transaction
+
+    from chat import events
+
+    console, _ = await _console(connect, agent_cookie)
+    visitor, started = await _start(connect)
+    conversation_id = started["conversation_id"]
+    await console.receive_until(_event("identified"))
+    await console.send({"type": "watch", "conversation_id": conversation_id})
+    assert await console.nothing()  # no history yet
+
+    # Stored, but its push never left (the worker died in between).
+    late = await Message.objects.acreate(
+        conversation_id=conversation_id, sender=Message.Sender.VISITOR, text="First, lost"
+    )
+    await visitor.send({"type": "message", "text": "Second", "client_msg_id": "v2"})
+    second = await console.receive()
+    assert second["message"]["text"] == "Second" and second["message"]["message_id"] > late.pk
+
+    def push_again(message):
+        with transaction.atomic():
+            events.message_posted(message)
+
+    await sync(push_again, late)
+    pushed = await console.receive()
+    assert pushed["message"]["message_id"] == late.pk
+    await sync(push_again, late)
+    assert await console.nothing()  # already shown once

@@ -3,31 +3,34 @@
     .venv/bin/python bench/fanout.py                       # 200 consoles, rising rates
     .venv/bin/python bench/fanout.py --consoles 20 --step-seconds 0.5 --max-rate 60  # smoke
 
-Four servers, one after the other, in the same run, each one process on a free port:
+Five servers, one after the other, in the same run, each one process on a free port:
 
-1. cpweb under daphne (the default server), and
-2. cpweb under uvicorn (`--ws websockets`): real logged-in console sockets
-   (`/ws/console/`, a session cookie from the real login page); events produced the way
-   production produces them: visitor sockets (`/ws/chat/`) each `start` a chat, and `end`
-   it as soon as it is `started`: three lifecycle events (started, identified, ended)
-   reach every console per chat. Visitor sockets are opened ahead, off the clock.
-   SQLite and the in-memory channel layer, or DATABASE_URL's PostgreSQL (and REDIS_URL's
-   Redis: then the pushes travel through Redis to the hub, as with several workers).
-3. the Channels tutorial's chat room (bench/broadcast) under daphne: the consoles are
+1. cpweb under daphne (the default server),
+2. cpweb under uvicorn with `--ws websockets`, and
+3. with `--ws websockets-sansio` (uvicorn's newer binding of the same library): real
+   logged-in console sockets (`/ws/console/`, a session cookie from the real login
+   page); events produced the way production produces them: visitor sockets
+   (`/ws/chat/`) each `start` a chat, and `end` it as soon as it is `started`: three
+   lifecycle events (started, identified, ended) reach every console per chat. Visitor
+   sockets are opened ahead, off the clock. SQLite and the in-memory channel layer, or
+   DATABASE_URL's PostgreSQL (and REDIS_URL's Redis: then the pushes travel through
+   Redis to the hub, as with several workers).
+4. the Channels tutorial's chat room (bench/broadcast) under daphne: the consoles are
    room members; one more member sends `{"message": "KEY|padding"}` at the event rate,
    padded to the mean size of cpweb's console frames;
-4. the floor: a bare `websockets` server that broadcasts each frame it receives to
+5. the floor: a bare `websockets` server that broadcasts each frame it receives to
    every other socket (`websockets.broadcast`), same frames.
 
-Every server gets the same steps: event rates doubling from --min-rate, each for
---step-seconds, until a step fails; then two steps between the last pass and the
-failure (x1.41, then x1.19) refine it. A step passes when every frame reached every
-console (a frame later than --drain seconds after the step counts as lost) and the p99
-of send → receipt over all frames is under 50 ms. Per server the highest passing rate,
-the frames/s delivered at it, server CPU µs per delivered frame (/proc/PID/stat, all
-threads) and the load generator's CPU (this process plus the console processes, % of
-one core) are printed, then the ratios cpweb / tutorial (target >= 10x) and
-floor / cpweb (target <= 5x) of delivered frames/s.
+Every server gets the same steps, each --step-seconds long: from --min-rate events/s,
+halving until a step is live (at most 4 times), then doubling until a step no longer
+keeps up; then two steps refine each boundary (x1.41, then x1.19). "Live": every frame
+reached every console (a frame later than --drain seconds after the step counts as
+lost) and p99 send → receipt under 50 ms; "keeps up": the same with p99 under 1 s. Per
+server the highest live and keeping-up rates are printed, with the frames/s delivered
+there, server CPU µs per delivered frame (/proc/PID/stat, all threads) and the load
+generator's CPU (this process plus the console processes, % of one core), then the
+ratios cpweb / tutorial (target >= 10x) and floor / cpweb (target <= 5x) of delivered
+frames/s.
 
 The consoles live in --client-processes processes (bench/_consoles.py: a bare asyncio
 protocol, a few µs per frame), so the generator is not the limit; its CPU is printed so
@@ -60,7 +63,8 @@ from _consoles import ConsolePool, Result
 from webchat_load import KNOWN, OUT, REPO, cpu_seconds, login, pct, prepare_cpweb
 
 BIN = Path(sys.executable).parent
-SERVERS = ["cpweb daphne", "cpweb uvicorn", "tutorial daphne", "floor websockets"]
+SERVERS = ["cpweb daphne", "cpweb uvicorn", "cpweb uvicorn-sansio", "tutorial daphne",
+           "floor websockets"]  # fmt: skip
 P99_LIMIT = 0.050  # "live": what the target is about
 KEEP_UP_LIMIT = 1.0  # "keeps up": no frame lost, none a second late
 
@@ -408,6 +412,11 @@ async def main(args: argparse.Namespace) -> bool:
         "cpweb uvicorn": [str(BIN / "uvicorn"), "--host", "127.0.0.1", "--port", "@PORT@",
                           "--ws", "websockets", "--lifespan", "off", "--log-level", "warning",
                           "--no-access-log", "cpweb.asgi:application"],
+        # uvicorn's newer binding of the same library: its Sans-I/O protocol.
+        "cpweb uvicorn-sansio": [str(BIN / "uvicorn"), "--host", "127.0.0.1", "--port", "@PORT@",
+                                 "--ws", "websockets-sansio", "--lifespan", "off",
+                                 "--log-level", "warning", "--no-access-log",
+                                 "cpweb.asgi:application"],
     }  # fmt: skip
     for name, command in commands.items():
         if name not in args.servers:
@@ -481,7 +490,8 @@ def report(args, results: dict[str, dict], frame_size: float) -> bool:
         print(
             f"\ndelivered frames/s at {title}: cpweb daphne / tutorial daphne {up:.1f}x "
             f"(target >= 10), floor / cpweb daphne {down:.1f}x (target <= 5), "
-            f"cpweb uvicorn / cpweb daphne {ratio(row['cpweb uvicorn'], cpweb):.2f}x"
+            f"cpweb uvicorn / cpweb daphne {ratio(row['cpweb uvicorn'], cpweb):.2f}x, "
+            f"cpweb uvicorn-sansio / cpweb daphne {ratio(row['cpweb uvicorn-sansio'], cpweb):.2f}x"
         )
         if tutorial == 0:
             print(f"(the tutorial room held no step at {title}: a ratio against zero)")

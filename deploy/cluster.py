@@ -185,7 +185,8 @@ class Cluster:
         self.env.setdefault("CPWEB_VAR_DIR", str(self.var_dir))
         self.env.setdefault("CP_CHANNEL_PREFIX", f"cpweb-cluster-{self.port}")
         self.env.setdefault("CP_TRUSTED_PROXIES", "127.0.0.1")
-        self.env.setdefault("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost")
+        self.env.setdefault("DJANGO_ALLOWED_HOSTS", ",".join(dict.fromkeys(
+            ["127.0.0.1", "localhost", host])))  # fmt: skip
         self.env.setdefault("CP_API_TOKEN", DEMO_API_TOKEN)
         self.env.setdefault("CP_METRICS_TOKEN", DEMO_METRICS_TOKEN)
         # One metrics directory for the workers: any worker's /metrics (so one
@@ -194,9 +195,11 @@ class Cluster:
         self.env.setdefault("DJANGO_SETTINGS_MODULE", "cpweb.settings")
         self.env["PYTHONUNBUFFERED"] = "1"
 
-        ports = worker_ports or [free_port(host) for _ in range(workers)]
+        # Workers listen on loopback only, whatever nginx listens on: nginx is
+        # the one door (and the proxy CP_TRUSTED_PROXIES trusts).
+        ports = worker_ports or [free_port() for _ in range(workers)]
         self.workers = [
-            Worker(index=i, host=host, port=p, log=self.log_dir / f"worker-{i}.log")
+            Worker(index=i, host="127.0.0.1", port=p, log=self.log_dir / f"worker-{i}.log")
             for i, p in enumerate(ports)
         ]
 
@@ -430,6 +433,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-demo", action="store_true", help="skip demo_setup")
     args = parser.parse_args(argv)
+    if args.host not in {"127.0.0.1", "localhost", "::1"} and not args.no_demo:
+        parser.error("the demo users' passwords are printed and public: "
+                     "serve another address than loopback only with --no-demo")  # fmt: skip
 
     def stop_on_signal(signum: int, frame: object) -> None:
         raise KeyboardInterrupt

@@ -34,11 +34,10 @@ from chat.models import (
 )
 from chat.selectors import open_conversations_with_identifiers, token_hash, with_last_messages
 from crm.identity import identity_keep_answer
-from directory.decisions import decision_recorded, identify_timed
+from directory.decisions import decision_on_commit, identify_timed
 from directory.identify import (
     CHANNELS,
     PLATFORM_CHANNELS,
-    Identity,
     canonical_channel,
     normalize_identifier,
 )
@@ -82,15 +81,8 @@ def conversation_start(
         )
         events.conversation_changed(conversation, "started")
         events.conversation_changed(conversation, "identified")
-        _decision_on_commit(identity, "start", conversation)
+        decision_on_commit(identity, trigger="start", conversation_id=str(conversation.pk))
     return conversation, token
-
-
-def _decision_on_commit(identity: Identity, trigger: str, conversation: Conversation) -> None:
-    """Log and count a decision once it took effect (not one that was rolled back)."""
-    transaction.on_commit(
-        partial(decision_recorded, identity, trigger=trigger, conversation_id=str(conversation.pk))
-    )
 
 
 def message_post(
@@ -177,7 +169,7 @@ def conversations_reidentify(
             conversation.identity_updated_at = timezone.now()
             conversation.save(update_fields=["identity", "identity_updated_at"])
             events.conversation_changed(conversation, "updated")
-            _decision_on_commit(identity, trigger, conversation)
+            decision_on_commit(identity, trigger=trigger, conversation_id=str(conversation.pk))
         changed += 1
     return changed
 

@@ -10,7 +10,6 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from functools import partial
 
 import httpx
 from django.conf import settings
@@ -22,7 +21,7 @@ from chat.models import Conversation
 from chat.selectors import with_last_messages
 from crm import outbox, signing
 from crm.identity import CrmAnswer, answer_parse, identity_with_answer
-from directory.decisions import decision_recorded
+from directory.decisions import decision_on_commit
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +145,5 @@ def conversation_apply_crm_answer(*, conversation_id: str, answer: CrmAnswer) ->
         conversation.save(update_fields=["identity", "identity_updated_at"])
         with_last_messages([conversation])
         events.conversation_changed(conversation, "updated", crm_handoff=False)
-        record = partial(decision_recorded, identity, conversation_id=str(conversation.pk))
-        transaction.on_commit(partial(record, trigger="crm"))
+        decision_on_commit(identity, trigger="crm", conversation_id=str(conversation.pk))
     return True

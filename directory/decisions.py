@@ -22,9 +22,11 @@ identifier) are logged; the contact ids lead to the directory.
 import json
 import logging
 import time
+from functools import partial
 from typing import TypedDict
 
 from django.conf import settings
+from django.db import transaction
 from django.utils.crypto import salted_hmac
 
 from cpweb import metrics
@@ -112,3 +114,10 @@ def decision_recorded(
     log.info(json.dumps(record, sort_keys=True), extra={"identification": record})
     metrics.IDENTIFICATIONS.labels(record["channel"], record["status"], trigger).inc()
     return record
+
+
+def decision_on_commit(identity: Identity, *, trigger: str, conversation_id: str) -> None:
+    """Record a decision once it took effect (never one that was rolled back)."""
+    transaction.on_commit(
+        partial(decision_recorded, identity, trigger=trigger, conversation_id=conversation_id)
+    )

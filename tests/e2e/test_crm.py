@@ -28,7 +28,7 @@ class Console:
     def __init__(self, socket) -> None:
         self.socket = socket
 
-    async def receive_until(self, predicate, timeout: float = 10) -> dict:
+    async def receive_until(self, predicate, timeout: float = 15) -> dict:
         deadline = time.monotonic() + timeout
         while True:
             remaining = max(0.01, deadline - time.monotonic())

@@ -19,10 +19,10 @@ class Client:
     async def send(self, frame: dict) -> None:
         await self.socket.send(json.dumps(frame))
 
-    async def receive(self, timeout: float = 5) -> dict:
+    async def receive(self, timeout: float = 10) -> dict:
         return json.loads(await asyncio.wait_for(self.socket.recv(), timeout))
 
-    async def receive_until(self, predicate, timeout: float = 5) -> dict:
+    async def receive_until(self, predicate, timeout: float = 15) -> dict:
         deadline = time.monotonic() + timeout
         while True:
             frame = await self.receive(max(0.01, deadline - time.monotonic()))

@@ -2,14 +2,16 @@
 
 import hashlib
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.core.exceptions import ValidationError
-from django.db.models import OuterRef, QuerySet, Subquery
+from django.db.models import OuterRef, Q, QuerySet, Subquery
+from django.utils import timezone
 
 from chat.models import Conversation, Message
 
 SNAPSHOT_LIMIT = 1000
+RESUME_AFTER_END = timedelta(minutes=10)
 HISTORY_LIMIT = 1000
 
 
@@ -42,10 +44,19 @@ def with_last_messages(conversations: Iterable[Conversation]) -> list[Conversati
 
 
 def conversation_for_token(token: str) -> Conversation | None:
-    """The web chat conversation a visitor's resume token belongs to."""
+    """The web chat conversation a visitor's resume token belongs to: open, or
+    ended so recently that a visitor reconnecting still sees how it ended.
+    Later the token opens nothing (the transcript is not kept readable by
+    whoever finds an old token)."""
     if not token or len(token) > 200:
         return None
-    return Conversation.objects.filter(visitor_token_hash=token_hash(token)).first()
+    return (
+        Conversation.objects.filter(visitor_token_hash=token_hash(token))
+        .filter(
+            Q(state=Conversation.State.OPEN) | Q(ended_at__gte=timezone.now() - RESUME_AFTER_END)
+        )
+        .first()
+    )
 
 
 def conversation_get(conversation_id: str) -> Conversation | None:

@@ -15,7 +15,7 @@ from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
-from django.db import DatabaseError
+from django.db import DatabaseError, InterfaceError, OperationalError
 
 from chat import limits, services
 from chat.events import conversation_payload, encode, message_payload
@@ -28,6 +28,7 @@ from chat.selectors import (
     open_conversations,
 )
 from cpweb.metrics import OPEN_SOCKETS
+from cpweb.middleware import CLOSE_TRY_AGAIN
 from directory.identify import webchat_identity_hash_valid
 from directory.normalize import IdentifierError, normalize_email
 
@@ -169,7 +170,17 @@ class JsonFrameConsumer(AsyncWebsocketConsumer):
             raise FrameError(
                 "unknown_type", f"Unknown frame type {kind!r}; expected one of {expected}."
             )
-        await getattr(self, f"on_{kind}")(frame)
+        try:
+            await getattr(self, f"on_{kind}")(frame)
+        except (OperationalError, InterfaceError) as exc:
+            # The database is down or restarting: nothing was stored (no ack
+            # was sent), the socket stays open, and the client may retry.
+            extra = {}
+            if isinstance(frame.get("client_msg_id"), str):
+                extra["client_msg_id"] = frame["client_msg_id"]
+            raise FrameError(
+                "unavailable", "The service is briefly unavailable; try again.", **extra
+            ) from exc
 
     async def send_frame(self, frame: object) -> None:
         await self.send(text_data=encode(frame))
@@ -284,6 +295,28 @@ class VisitorConsumer(JsonFrameConsumer):
                 return  # the replay ends with the conversation's state
         await super().deliver(frame)
 
+    async def resync(self) -> None:
+        """After a gap in pushes (chat.hub): the agent messages missed, and "ended"."""
+        conversation = self.conversation
+        if conversation is None:
+            return
+        conversation_id = str(conversation.pk)
+        self.pending = []
+        try:
+            missed = await database_sync_to_async(messages_after)(
+                conversation, self.delivered.get(conversation_id, 0)
+            )
+            current = await database_sync_to_async(conversation_get)(conversation_id)
+            for message in missed:
+                if message.sender == Message.Sender.AGENT:
+                    await self._send_new(encode({"type": "message", **message_payload(message)}))
+            if current is not None and current.state != conversation.state:
+                conversation.state = current.state
+                if current.state == Conversation.State.ENDED:
+                    await self.send(text_data=ENDED_FRAME)
+        finally:
+            await self.flush()
+
     async def on_start(self, frame: dict[str, Any]) -> None:
         if self.conversation is not None:
             raise FrameError("already_started", "This socket already has a conversation.")
@@ -393,10 +426,18 @@ class ConsoleConsumer(JsonFrameConsumer):
     socket_kind = "console"
 
     async def connect(self) -> None:
-        user = self.scope.get("user")
         # Accept first so the close code reaches the browser (a refused
         # handshake would only show as a failed connection).
         await self.accept()
+        try:
+            await self._admit()
+        except (OperationalError, InterfaceError):
+            # The database is down: 4503, try again later; the console page reconnects.
+            self.hub.remove_console(self)
+            await self.close(code=CLOSE_TRY_AGAIN)
+
+    async def _admit(self) -> None:
+        user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             await self.close(code=4401)
             return
@@ -414,6 +455,23 @@ class ConsoleConsumer(JsonFrameConsumer):
 
     async def disconnect(self, code: int) -> None:
         self.hub.remove_console(self)
+
+    async def resync(self) -> None:
+        """After a gap in pushes (chat.hub): a fresh snapshot, as on connect.
+
+        Like a reconnect, it leaves the console watching nothing; the console
+        page watches its open conversation again and gets the history afresh.
+        """
+        for conversation_id in list(self.watching):
+            self.hub.unwatch(self, conversation_id)
+        self.watching.clear()
+        self.delivered.clear()
+        self.pending = []
+        try:
+            snapshot = await database_sync_to_async(_snapshot_frame)()
+            await self.send(text_data=snapshot)
+        finally:
+            await self.flush()
 
     async def _conversation(self, frame: dict[str, Any]) -> Conversation:
         conversation_id = frame.get("conversation_id")

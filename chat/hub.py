@@ -12,6 +12,14 @@ the pre-encoded frames straight to its local sockets:
 Frames are delivered in the order the hub receives them, so each console sees
 one process's events in commit order.
 
+Across processes the layer is Redis, which may restart or time out. The hub
+survives it: its listener retries with backoff and joins the group again,
+and a heartbeat (a message to the group that must come back to this hub)
+notices the quieter failure of a restarted Redis that forgot the group. When
+pushes flow again after such a gap, every local socket is resynced from the
+database (``Recipient.resync``): consoles get a fresh snapshot, visitors the
+agent messages they missed.
+
 With the in-memory channel layer there is one process by definition, but a
 management command (``import_directory``) runs in another and cannot reach it
 through the layer. There the hub also polls for conversations whose identity
@@ -19,12 +27,14 @@ changed in the last few seconds and pushes those it has not pushed itself.
 """
 
 import asyncio
+import contextvars
 import logging
 import secrets
 import time
 from collections import defaultdict
+from collections.abc import Coroutine
 from datetime import timedelta
-from typing import Protocol
+from typing import Any, Protocol
 from weakref import WeakKeyDictionary
 
 from channels.db import database_sync_to_async
@@ -40,10 +50,14 @@ GROUP_REFRESH_SECONDS = 3600  # channels-redis forgets group members after a day
 CATCH_UP_INTERVAL = 1.0
 CATCH_UP_WINDOW = timedelta(seconds=10)
 PUBLISH_WAIT_SECONDS = 2.0
+HEARTBEAT_SECONDS = 2.0
+HEARTBEAT_TIMEOUT = 3.0
 
 
 class Recipient(Protocol):
     async def deliver(self, frame: str) -> None: ...
+
+    async def resync(self) -> None: ...
 
 
 class Hub:
@@ -60,8 +74,10 @@ class Hub:
         self.loop = asyncio.get_running_loop()
         self._layer = None
         self._channel = ""
-        # health probes in flight: token -> the future the listener resolves
+        # health probes and heartbeats in flight: token -> the future the listener resolves
         self._pings: dict[str, asyncio.Future[None]] = {}
+        # Set when pushes may have been missed (the layer failed); cleared by a resync.
+        self.gap = False
 
     async def start(self) -> None:
         async with self._starting:
@@ -74,10 +90,20 @@ class Hub:
             # Join before anything is published, or the first events are lost.
             await layer.group_add(HUB_GROUP, channel)
             self._layer, self._channel = layer, channel
-            self._tasks.append(asyncio.create_task(self._listen(layer, channel)))
-            self._tasks.append(asyncio.create_task(self._publish(layer)))
+            self._spawn(self._listen(layer, channel))
+            self._spawn(self._publish(layer))
             if isinstance(layer, InMemoryChannelLayer):
-                self._tasks.append(asyncio.create_task(self._catch_up()))
+                self._spawn(self._catch_up())
+            else:
+                self._spawn(self._watch_layer(layer, channel))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        # A fresh context: the hub outlives the request or socket that started
+        # it, whose asgiref executor (inherited through contextvars) is gone by
+        # the time the hub calls the database ("CurrentThreadExecutor already
+        # quit"); in a fresh context database_sync_to_async uses the process's
+        # own database thread.
+        self._tasks.append(asyncio.create_task(work, context=contextvars.Context()))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -127,7 +153,8 @@ class Hub:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                # Committed but not pushed: consoles catch up from their next snapshot.
+                # Committed but not pushed: sockets resync once the layer is back.
+                self.gap = True
                 log.exception("hub: publishing %s failed", event["type"])
 
     async def ping(self) -> None:
@@ -206,23 +233,29 @@ class Hub:
 
     async def _listen(self, layer, channel: str) -> None:
         joined_at = time.monotonic()
+        rejoin = False
         backoff = 0.1
         while True:
             try:
-                if time.monotonic() - joined_at > GROUP_REFRESH_SECONDS:
+                if rejoin or time.monotonic() - joined_at > GROUP_REFRESH_SECONDS:
                     await layer.group_add(HUB_GROUP, channel)
-                    joined_at = time.monotonic()
+                    joined_at, rejoin = time.monotonic(), False
                 event = await layer.receive(channel)
                 backoff = 0.1
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("hub: channel layer receive failed; retrying in %.1fs", backoff)
+            except Exception as error:
+                # Redis restarted, or a read timed out ("Timeout reading from
+                # …"): what was on the way may be lost, and a restarted Redis
+                # has forgotten the group. Join again, resync the sockets.
+                self.gap = rejoin = True
+                log.warning(
+                    "hub: channel layer receive failed (%r); retrying in %.1fs", error, backoff
+                )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
-                joined_at = 0.0
                 continue
-            if event.get("type") == "hub.ping":
+            if event.get("type") in ("hub.ping", "hub.heartbeat"):
                 waiter = self._pings.get(event.get("token", ""))
                 if waiter is not None and not waiter.done():
                     waiter.set_result(None)
@@ -231,6 +264,44 @@ class Hub:
                 await self.deliver(event)
             except Exception:
                 log.exception("hub: delivering %s failed", event.get("type"))
+
+    async def _watch_layer(self, layer, channel: str) -> None:
+        """Every few seconds: join the group again and send it a heartbeat that
+        must come back here. One that does not is a gap; the first that does
+        after a gap resyncs every socket of this process."""
+        while True:
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            token = secrets.token_hex(8)
+            waiter = self.loop.create_future()
+            self._pings[token] = waiter
+            try:
+                await layer.group_add(HUB_GROUP, channel)
+                await layer.group_send(HUB_GROUP, {"type": "hub.heartbeat", "token": token})
+                await asyncio.wait_for(waiter, HEARTBEAT_TIMEOUT)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                if not self.gap:
+                    log.warning("hub: pushes are not coming through (%r)", error)
+                self.gap = True
+                continue
+            finally:
+                self._pings.pop(token, None)
+            if self.gap:
+                self.gap = False
+                await self.resync()
+
+    async def resync(self) -> None:
+        """Tell every local socket to catch up from the database after a gap."""
+        recipients: list[Recipient] = list(self.consoles)
+        for visitors in self.visitors.values():
+            recipients.extend(visitors)
+        log.warning("hub: pushes resumed after a gap; resyncing %d sockets", len(recipients))
+        for recipient in recipients:
+            try:
+                await recipient.resync()
+            except Exception:
+                log.exception("hub: resyncing a socket failed")
 
     async def _catch_up(self) -> None:
         from chat.selectors import conversations_with_identity_changed_since

@@ -13,6 +13,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from chat.routing import websocket_urlpatterns  # noqa: E402
+from cpweb.middleware import WebsocketDatabaseGuard  # noqa: E402
 from crm.outbox import handoff_enabled  # noqa: E402
 
 # Each route carries its own origin check (chat/routing.py): the widget opens
@@ -20,7 +21,7 @@ from crm.outbox import handoff_enabled  # noqa: E402
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": AuthMiddlewareStack(URLRouter(websocket_urlpatterns)),
+        "websocket": WebsocketDatabaseGuard(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )
 

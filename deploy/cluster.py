@@ -263,7 +263,11 @@ class Cluster:
         for worker in self.workers:
             self.stop_worker(worker.index)
         if self._dropped_database:
-            self._drop_database()
+            try:
+                self._drop_database()
+            except Exception as error:  # the database server may be down: say so, go on
+                print(f"cpweb cluster: could not drop {self._dropped_database}: {error}",
+                      file=sys.stderr)  # fmt: skip
         if self._own_var_dir:
             shutil.rmtree(self.var_dir, ignore_errors=True)
 

@@ -306,6 +306,17 @@
       show("prechat");
     } else if (frame.code === "conversation_ended") {
       show("ended");
+    } else if (frame.code === "unavailable" && frame.client_msg_id) {
+      // The server could not store it (its database is restarting): the
+      // message is still in the outbox; send it again in a moment.
+      setStatus(frame.message);
+      setTimeout(function () {
+        chat.outbox.forEach(function (pending) {
+          if (pending.client_msg_id === frame.client_msg_id) {
+            send({ type: "message", text: pending.text, client_msg_id: pending.client_msg_id });
+          }
+        });
+      }, 2000);
     } else {
       setStatus(frame.message);
     }

@@ -8,6 +8,8 @@
 (function () {
   "use strict";
   var config = JSON.parse(document.getElementById("console-config").textContent);
+  // Replies sent and not yet acked: client_msg_id -> text.
+  var unacked = new Map();
   var state = {
     conversations: new Map(), // id -> Conversation
     messages: new Map(), // id -> Map(message_id -> message), for watched conversations
@@ -314,9 +316,14 @@
       if (conversation) conversation.last_message = frame.message;
       if (frame.conversation_id === state.selected) renderThread();
     } else if (frame.type === "ack") {
+      unacked.delete(frame.client_msg_id);
       els.replyError.textContent = "";
     } else if (frame.type === "error") {
       els.replyError.textContent = frame.message;
+      // A reply that was not stored goes back into the box, to send again.
+      var text = unacked.get(frame.client_msg_id);
+      unacked.delete(frame.client_msg_id);
+      if (text && !els.replyText.value) els.replyText.value = text;
     }
   }
 
@@ -356,7 +363,9 @@
     event.preventDefault();
     var text = els.replyText.value;
     if (!text.trim() || !state.selected) return;
-    if (send({ type: "reply", conversation_id: state.selected, text: text, client_msg_id: newId() })) {
+    var clientMsgId = newId();
+    if (send({ type: "reply", conversation_id: state.selected, text: text, client_msg_id: clientMsgId })) {
+      unacked.set(clientMsgId, text);
       els.replyText.value = "";
     } else {
       els.replyError.textContent = "Not connected; your reply was kept. Try again in a moment.";

@@ -44,6 +44,16 @@ def cluster() -> Iterator[Cluster]:
         yield running
 
 
+class PatientClient(Client):
+    """The e2e client with timeouts for several workers sharing two busy cores."""
+
+    async def receive(self, timeout: float = 20) -> dict:
+        return await super().receive(timeout)
+
+    async def receive_until(self, predicate, timeout: float = 20) -> dict:  # type: ignore[no-untyped-def]
+        return await super().receive_until(predicate, timeout)
+
+
 class Sockets:
     """Opens visitor and console sockets on any address; closes them all at the end."""
 
@@ -52,17 +62,17 @@ class Sockets:
         self.opened: list[ClientConnection] = []
         self._cookie: str | None = None
 
-    async def visitor(self, url: str) -> Client:
+    async def visitor(self, url: str) -> PatientClient:
         socket = await connect(f"{_ws(url)}/ws/chat/", origin=url)
         self.opened.append(socket)
-        return Client(socket)
+        return PatientClient(socket)
 
     def agent_cookie(self) -> str:
         if self._cookie is None:
             self._cookie = server_at(self.cluster, self.cluster.url).session_cookie(AGENT)
         return self._cookie
 
-    async def console(self, url: str) -> tuple[Client, dict]:
+    async def console(self, url: str) -> tuple[PatientClient, dict]:
         """A signed-in agent's console on ``url`` and the snapshot it opened with."""
         socket = await connect(
             f"{_ws(url)}/ws/console/",
@@ -70,7 +80,7 @@ class Sockets:
             additional_headers={"Cookie": self.agent_cookie()},
         )
         self.opened.append(socket)
-        client = Client(socket)
+        client = PatientClient(socket)
         snapshot = await client.receive(timeout=10)
         assert snapshot["type"] == "snapshot", snapshot
         return client, snapshot

@@ -172,6 +172,10 @@ class Cluster:
         self.demo = demo
         self.fresh_database = fresh_database
         self.ready_timeout = ready_timeout
+        base = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+        self.env: dict[str, str] = base | (env or {})
+        # Before making anything: a refused cluster leaves no temporary directory behind.
+        self._check_services()
         self._own_var_dir = var_dir is None
         self.var_dir = Path(var_dir or tempfile.mkdtemp(prefix="cpweb-cluster-")).resolve()
         self.log_dir = self.var_dir / "logs"
@@ -179,9 +183,6 @@ class Cluster:
         self.nginx: subprocess.Popen[bytes] | None = None
         self._dropped_database: str | None = None
 
-        base = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
-        self.env: dict[str, str] = base | (env or {})
-        self._check_services()
         self.env.setdefault("CPWEB_VAR_DIR", str(self.var_dir))
         self.env.setdefault("CP_CHANNEL_PREFIX", f"cpweb-cluster-{self.port}")
         self.env.setdefault("CP_TRUSTED_PROXIES", "127.0.0.1")

@@ -1,17 +1,20 @@
 """The multi-worker launcher's own checks: what it refuses, the nginx configuration it writes."""
 
 import subprocess
+import tempfile
 
 import pytest
 
 from deploy.cluster import Cluster, ClusterError, nginx_binary, render_nginx_conf
 
 
-def test_a_cluster_refuses_to_start_without_postgresql_and_redis():
+def test_a_cluster_refuses_to_start_without_postgresql_and_redis(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     with pytest.raises(ClusterError) as refused:
         Cluster(env={"DATABASE_URL": "sqlite:///var/x.sqlite3", "REDIS_URL": ""})
     assert "DATABASE_URL=postgres://" in str(refused.value)
     assert "REDIS_URL=redis://" in str(refused.value)
+    assert list(tmp_path.iterdir()) == []  # no var directory left behind
 
 
 def test_a_cluster_refuses_fewer_than_one_worker():

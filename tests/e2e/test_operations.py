@@ -25,7 +25,6 @@ from tests.e2e.conftest import (
     SINCH_VOICE_SECRET,
     SINCH_WEBHOOK_SECRET,
     _free_port,
-    prepared_environment,
 )
 from tests.e2e.test_channels import _email, _ice, _mail, _voice
 
@@ -190,55 +189,3 @@ async def test_real_traffic_moves_the_metrics_and_logs_each_decision(server):
                    started["token"], METRICS_TOKEN, EMAIL_TOKEN, API_TOKEN, IDENTITY_SECRET,
                    SINCH_WEBHOOK_SECRET, SINCH_VOICE_SECRET):  # fmt: skip
         assert secret not in log
-
-
-def test_one_scrape_counts_every_worker_sharing_a_metrics_directory(tmp_path):
-    """Two daphne workers with one PROMETHEUS_MULTIPROC_DIR: either answers for both."""
-    metrics_dir = tmp_path / "metrics"
-    metrics_dir.mkdir()
-    ports = [_free_port(), _free_port()]
-    with prepared_environment(
-        tmp_path / "var", ports[0], {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
-                                     "CP_METRICS_TOKEN": METRICS_TOKEN}
-    ) as prepared:  # fmt: skip
-        workers = []
-        logs = []
-        try:
-            for port in ports:
-                logs.append((tmp_path / f"worker-{port}.log").open("w"))
-                workers.append(subprocess.Popen(
-                    [str(Path(sys.executable).with_name("daphne")), "-b", "127.0.0.1",
-                     "-p", str(port), "cpweb.asgi:application"],
-                    cwd=ROOT, env=prepared.env, stdout=logs[-1], stderr=subprocess.STDOUT,
-                ))  # fmt: skip
-            urls = [f"http://127.0.0.1:{port}" for port in ports]
-            for url in urls:
-                _wait_until_serving(url)
-            for url, calls in zip(urls, (2, 3), strict=True):
-                for _ in range(calls):
-                    response = httpx.post(
-                        f"{url}/api/identify", headers={"Authorization": f"Bearer {API_TOKEN}"},
-                        json={"channel": "voice", "identifier": "46701234567"}, timeout=10,
-                    )  # fmt: skip
-                    assert response.status_code == 200, response.text
-            labels = {"channel": "voice", "status": "matched", "trigger": "api"}
-            for url in urls:
-                assert _value(_scrape(url), "cpweb_identifications_total", **labels) == 5
-        finally:
-            for worker in workers:
-                worker.terminate()
-                worker.wait(timeout=10)
-            for log in logs:
-                log.close()
-
-
-def _wait_until_serving(url: str) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, f"{url} did not start"
-        time.sleep(0.2)

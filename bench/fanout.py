@@ -45,9 +45,6 @@ import math
 import os
 import random
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import time
 import uuid
@@ -60,7 +57,7 @@ from websockets.exceptions import WebSocketException
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _consoles import ConsolePool, Result
-from webchat_load import KNOWN, OUT, REPO, cpu_seconds, login, pct, prepare_cpweb
+from webchat_load import KNOWN, OUT, Server, cpu_seconds, login, pct, prepare_cpweb
 
 BIN = Path(sys.executable).parent
 SERVERS = ["cpweb daphne", "cpweb uvicorn", "cpweb uvicorn-sansio", "tutorial daphne",
@@ -71,45 +68,6 @@ KEEP_UP_LIMIT = 1.0  # "keeps up": no frame lost, none a second late
 
 def load_average() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-
-
-class Server:
-    """A server process on a free port, up once it accepts TCP connections."""
-
-    def __init__(self, name: str, command: list[str], env: dict[str, str], log: Path) -> None:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        self.name, self.log = name, log.open("w")
-        self.url = f"ws://127.0.0.1:{self.port}"
-        command = [part.replace("@PORT@", str(self.port)) for part in command]
-        self.proc = subprocess.Popen(  # noqa: S603
-            command, cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT
-        )
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"{name} did not start; see {log}") from None
-                time.sleep(0.1)
-
-    def rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return math.nan
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
 
 
 # --- Producers: make events and remember when each was sent --------------------
@@ -421,7 +379,7 @@ async def main(args: argparse.Namespace) -> bool:
     for name, command in commands.items():
         if name not in args.servers:
             continue
-        server = Server(name, command, env, var / f"{name.replace(' ', '-')}.log")
+        server = Server(name, command, env, var / f"{name.replace(' ', '-')}.log", 60)
         http = server.url.replace("ws:", "http:")
         cookie = await asyncio.to_thread(login, http)
         urls = [f"{server.url}/ws/console/"] * args.consoles
@@ -446,7 +404,7 @@ async def main(args: argparse.Namespace) -> bool:
     for name, (command, path) in baselines.items():
         if name not in args.servers:
             continue
-        server = Server(name, command, room_env, var / f"{name.replace(' ', '-')}.log")
+        server = Server(name, command, room_env, var / f"{name.replace(' ', '-')}.log", 60)
         urls = [f"{server.url}{path}"] * args.consoles
 
         async def room_producer(server: Server = server, path: str = path) -> RoomProducer:

@@ -87,26 +87,39 @@ def cpu_seconds(pid: int | None = None) -> float:
 
 
 class Server:
-    """One daphne process on a free port, up once it accepts TCP connections."""
+    """A server process on a free port, up once it accepts TCP connections.
 
-    def __init__(self, app: str, env: dict[str, str], log: Path) -> None:
+    ``@PORT@`` in ``command`` becomes the port.
+    """
+
+    def __init__(
+        self, name: str, command: list[str], env: dict[str, str], log: Path,
+        start_timeout: float = 30,
+    ) -> None:  # fmt: skip
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
-        self.url, self.log = f"ws://127.0.0.1:{self.port}", log.open("w")
-        command = [DAPHNE, "-b", "127.0.0.1", "-p", str(self.port), app]
+        self.name, self.log = name, log.open("w")
+        self.url = f"ws://127.0.0.1:{self.port}"
+        command = [part.replace("@PORT@", str(self.port)) for part in command]
         self.proc = subprocess.Popen(  # noqa: S603
             command, cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT
         )
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + start_timeout
         while True:
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
                 return
             except OSError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"{app} did not start; see {log}") from None
+                    raise RuntimeError(f"{name} did not start; see {log}") from None
                 time.sleep(0.1)
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return math.nan
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -386,7 +399,7 @@ class BroadcastLoad(Load):
 
 async def measure(app: str, env: dict[str, str], log: Path, make_load) -> dict:
     """Start a server, open the load's sockets, run it, stop everything."""
-    server, load = Server(app, env, log), None
+    server, load = Server(app, [DAPHNE, "-b", "127.0.0.1", "-p", "@PORT@", app], env, log), None
     try:
         load = await make_load(server)
         await load.open()

@@ -6,7 +6,6 @@ directly where the test needs to say which worker serves whom.
 """
 
 from tests.deploy.conftest import needs_services, server_at, start_chat, visitor_sockets_opened
-from tests.e2e.conftest import ADMIN
 from tests.e2e.test_webchat import _identified
 
 pytestmark = needs_services
@@ -95,21 +94,7 @@ async def test_an_admin_edit_served_by_a_third_worker_updates_the_console(cluste
     first = await console.receive_until(_identified(conversation_id))
     assert first["conversation"]["identity"]["status"] == "unmatched"
 
-    admin = server_at(cluster, worker_c.url).login(ADMIN)
-    add = "/admin/directory/contact/add/"
-    admin.get(add)
-    response = admin.post(
-        add,
-        data={
-            "csrfmiddlewaretoken": admin.cookies["csrftoken"],
-            "name": "Walter Inn", "company": "", "country": "GB", "external_id": "",
-            "emails-TOTAL_FORMS": "1", "emails-INITIAL_FORMS": "0",
-            "emails-0-value": "Walk.In@example.net",
-            "phones-TOTAL_FORMS": "0", "phones-INITIAL_FORMS": "0",
-            "chat_ids-TOTAL_FORMS": "0", "chat_ids-INITIAL_FORMS": "0",
-        },
-    )  # fmt: skip
-    assert response.status_code == 302, response.text[:2000]
+    server_at(cluster, worker_c.url).add_contact_in_admin("Walter Inn", "Walk.In@example.net", "GB")
     updated = await console.receive_until(_identified(conversation_id, "updated"), timeout=10)
     assert updated["conversation"]["identity"]["display_name"] == "Walter Inn"
     assert updated["conversation"]["identity"]["status"] == "matched"

@@ -9,7 +9,7 @@ import time
 import pytest
 from websockets.asyncio.client import connect
 
-from tests.e2e.conftest import ADMIN, AGENT, IDENTITY_SECRET
+from tests.e2e.conftest import AGENT, IDENTITY_SECRET
 
 
 class Client:
@@ -164,21 +164,7 @@ async def test_an_admin_adding_the_visitor_names_them_on_the_console(server, soc
     started = await _start(await new_visitor(), "walk.in@example.net")
     await console.receive_until(_identified(started["conversation_id"]))
 
-    admin = server.login(ADMIN)
-    add = "/admin/directory/contact/add/"
-    admin.get(add)
-    response = admin.post(
-        add,
-        data={
-            "csrfmiddlewaretoken": admin.cookies["csrftoken"],
-            "name": "Walter Inn", "company": "", "country": "GB", "external_id": "",
-            "emails-TOTAL_FORMS": "1", "emails-INITIAL_FORMS": "0",
-            "emails-0-value": "Walk.In@example.net",
-            "phones-TOTAL_FORMS": "0", "phones-INITIAL_FORMS": "0",
-            "chat_ids-TOTAL_FORMS": "0", "chat_ids-INITIAL_FORMS": "0",
-        },
-    )  # fmt: skip
-    assert response.status_code == 302, response.text[:2000]
+    server.add_contact_in_admin("Walter Inn", "Walk.In@example.net", "GB")
     frame = await console.receive_until(_identified(started["conversation_id"], "updated"))
     assert frame["conversation"]["identity"]["display_name"] == "Walter Inn"
     assert frame["conversation"]["identity"]["status"] == "matched"

@@ -9,12 +9,10 @@ import hmac
 import json
 import time
 import uuid
-from datetime import UTC, datetime
 
 import httpx
 from websockets.asyncio.client import connect
 
-from chat.webhooks.signatures import conversation_signature, voice_signature
 from tests.crm_standin import SECRET as CRM_SECRET
 from tests.e2e.conftest import (
     ADMIN,
@@ -23,10 +21,10 @@ from tests.e2e.conftest import (
     EMAIL_TOKEN,
     IDENTITY_SECRET,
     METRICS_TOKEN,
-    SINCH_VOICE_KEY,
     SINCH_VOICE_SECRET,
     SINCH_WEBHOOK_SECRET,
 )
+from tests.e2e.test_channels import _sinch_headers, _voice_headers
 from tests.fake_sinch import KEY_SECRET
 
 GUESSES = ["e2e-api-token-guess", "e2e-email-token-guess", "0" * 64]
@@ -50,34 +48,6 @@ async def _visitor_traffic(server, email: str, identity_hash: str | None) -> lis
         await socket.send(json.dumps({"type": "resume", "token": started["token"][:-2] + "xx"}))
         await asyncio.wait_for(socket.recv(), 5)
     return [started["token"]]
-
-
-def _signed_sinch(body: bytes, secret: str, nonce: str) -> dict[str, str]:
-    stamp = str(int(time.time()))
-    return {
-        "Content-Type": "application/json",
-        "x-sinch-webhook-signature-nonce": nonce,
-        "x-sinch-webhook-signature-timestamp": stamp,
-        "x-sinch-webhook-signature": conversation_signature(secret, body, nonce, stamp),
-    }
-
-
-def _voice(body: bytes, secret: str) -> dict[str, str]:
-    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    content_type = "application/json"
-    signature = voice_signature(
-        app_secret=secret,
-        method="POST",
-        body=body,
-        content_type=content_type,
-        timestamp=stamp,
-        path="/webhooks/sinch/voice/",
-    )
-    return {
-        "Content-Type": content_type,
-        "x-timestamp": stamp,
-        "Authorization": f"Application {SINCH_VOICE_KEY}:{signature}",
-    }
 
 
 def test_no_secret_token_or_password_is_ever_logged(server, sinch_api, crm_server):
@@ -175,19 +145,23 @@ def test_no_secret_token_or_password_is_ever_logged(server, sinch_api, crm_serve
         (SINCH_WEBHOOK_SECRET, 401),
         ("forged-secret", 401),
     ):
-        headers = _signed_sinch(message, secret, nonce)
+        headers = _sinch_headers(message, secret=secret, nonce=nonce)
         response = web.post("/webhooks/sinch/conversation/", content=message, headers=headers)
         assert response.status_code == status, response.text
     ice = json.dumps({"event": "ice", "callid": uuid.uuid4().hex, "cli": "46812345678"}).encode()
     assert (
         web.post(
-            "/webhooks/sinch/voice/", content=ice, headers=_voice(ice, SINCH_VOICE_SECRET)
+            "/webhooks/sinch/voice/",
+            content=ice,
+            headers=_voice_headers(ice, secret=SINCH_VOICE_SECRET),
         ).status_code
         == 200
     )
     forged = base64.b64encode(b"forged").decode()
     assert (
-        web.post("/webhooks/sinch/voice/", content=ice, headers=_voice(ice, forged)).status_code
+        web.post(
+            "/webhooks/sinch/voice/", content=ice, headers=_voice_headers(ice, secret=forged)
+        ).status_code
         == 401
     )
 

@@ -27,6 +27,7 @@ from chat.selectors import (
     messages_after,
     open_conversations,
 )
+from chat.wire import Writer, scope_writer
 from cpweb.metrics import OPEN_SOCKETS
 from cpweb.middleware import CLOSE_TRY_AGAIN
 from directory.identify import webchat_identity_hash_valid
@@ -35,6 +36,7 @@ from directory.normalize import IdentifierError, normalize_email
 log = logging.getLogger(__name__)
 
 ENDED_FRAME = encode({"type": "ended"})
+MESSAGE_FRAME = '{"type":"message"'  # how a message push begins (chat.events.encode)
 MAX_CLIENT_MSG_ID = 100
 MAX_NAME = 200
 # Like 4401/4403 for 401/403: a websocket close code that reads as HTTP 429.
@@ -91,6 +93,7 @@ class JsonFrameConsumer(AsyncWebsocketConsumer):
     channel_layer_alias = "cpweb.hub-delivers"
     frame_types: frozenset[str] = frozenset()
     hub: Hub
+    write_frame: Writer | None = None
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Channels runs close_old_connections in the database thread before
@@ -106,6 +109,7 @@ class JsonFrameConsumer(AsyncWebsocketConsumer):
         self.bucket = TokenBucket(settings.CP_WS_FRAMES_PER_SECOND, settings.CP_WS_FRAME_BURST)
         self.delivered: dict[str, Delivered] = {}  # conversation id -> message ids sent
         self.hub = await get_hub()
+        self.write_frame = scope_writer(self.scope)  # chat.wire: pushes skip the ASGI path
         await super().websocket_connect(message)
 
     # Set once connect() has let the socket in: frames that raced a refusal
@@ -189,12 +193,24 @@ class JsonFrameConsumer(AsyncWebsocketConsumer):
     # sent wait here, so the client sees the state first and changes after.
     pending: list[str] | None = None
 
-    async def deliver(self, frame: str) -> None:
-        """A push from the hub, already encoded."""
+    async def deliver(self, frame: str, wire: bytes | None = None) -> bool | None:
+        """A push from the hub, already encoded (``wire``: as a websocket frame).
+
+        How it went out: True straight to the connection (chat.wire), False
+        through the server's send path, None not now (held behind a snapshot,
+        or already sent).
+        """
         if self.pending is not None:
             self.pending.append(frame)
-        else:
-            await self._send_new(frame)
+            return None
+        return await self._send_new(frame, wire)
+
+    def push(self, frame: str, wire: bytes) -> bool:
+        """The hub's fast path: write a push at once when nothing has to wait or
+        be checked first; False leaves it to ``deliver``."""
+        if self.pending is not None or self.write_frame is None or frame.startswith(MESSAGE_FRAME):
+            return False
+        return self.write_frame(wire)
 
     async def flush(self) -> None:
         """Send what waited while a snapshot, history or replay went out."""
@@ -202,16 +218,19 @@ class JsonFrameConsumer(AsyncWebsocketConsumer):
         for frame in frames:
             await self._send_new(frame)
 
-    async def _send_new(self, frame: str) -> None:
+    async def _send_new(self, frame: str, wire: bytes | None = None) -> bool | None:
         # A message event can arrive after the history that already held it
         # (published before the watch, delivered after it): send each message once.
-        if frame.startswith('{"type":"message"'):
+        if frame.startswith(MESSAGE_FRAME):
             conversation_id, message_id = self._message_key(json.loads(frame))
             delivered = self.delivered.setdefault(conversation_id, Delivered())
             if message_id in delivered:
-                return
+                return None
             delivered.add(message_id)
+        if wire is not None and self.write_frame is not None and self.write_frame(wire):
+            return True
         await self.send(text_data=frame)
+        return False
 
     def _message_key(self, data: dict[str, Any]) -> tuple[str, int]:
         """(conversation id, message id) of a console or a visitor message frame."""
@@ -288,12 +307,15 @@ class VisitorConsumer(JsonFrameConsumer):
             self.hub.remove_visitor(self, str(self.conversation.pk))
             self.conversation = None
 
-    async def deliver(self, frame: str) -> None:
+    def push(self, frame: str, wire: bytes) -> bool:
+        return frame != ENDED_FRAME and super().push(frame, wire)
+
+    async def deliver(self, frame: str, wire: bytes | None = None) -> bool | None:
         if frame == ENDED_FRAME and self.conversation is not None:
             self.conversation.state = Conversation.State.ENDED
             if self.pending is not None:
-                return  # the replay ends with the conversation's state
-        await super().deliver(frame)
+                return None  # the replay ends with the conversation's state
+        return await super().deliver(frame, wire)
 
     async def resync(self) -> None:
         """After a gap in pushes (chat.hub): the agent messages missed, and "ended"."""

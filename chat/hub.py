@@ -42,7 +42,8 @@ from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.utils import timezone
 
 from chat.events import HUB_GROUP, HubEvent, conversation_payload, encode, timestamp
-from cpweb.metrics import PUSH_SECONDS
+from chat.wire import text_frame
+from cpweb.metrics import PUSH_FRAMES, PUSH_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,9 @@ HEARTBEAT_TIMEOUT = 3.0
 
 
 class Recipient(Protocol):
-    async def deliver(self, frame: str) -> None: ...
+    def push(self, frame: str, wire: bytes) -> bool: ...
+
+    async def deliver(self, frame: str, wire: bytes | None = None) -> bool | None: ...
 
     async def resync(self) -> None: ...
 
@@ -304,29 +307,38 @@ class Hub:
                 log.exception("hub: resyncing a socket failed")
 
     async def _catch_up(self) -> None:
-        from chat.selectors import conversations_with_identity_changed_since
+        from chat.selectors import conversations_with_last_message, identity_changes_since
 
         while True:
             await asyncio.sleep(CATCH_UP_INTERVAL)
             try:
                 since = timezone.now() - CATCH_UP_WINDOW
-                changed = await database_sync_to_async(conversations_with_identity_changed_since)(
-                    since
-                )
-                for conversation in changed:
-                    conversation_id = str(conversation.pk)
-                    stamp = timestamp(conversation.identity_updated_at)
-                    if self.pushed_identity.get(conversation_id, "") >= stamp:
-                        continue
-                    self.pushed_identity[conversation_id] = stamp
-                    frame = encode(
-                        {
-                            "type": "conversation",
-                            "event": "updated",
-                            "conversation": conversation_payload(conversation),
-                        }
+                changes = await database_sync_to_async(identity_changes_since)(since)
+                # Only those this hub has not pushed are read whole: under load
+                # nearly every change was pushed, and payloads cost queries.
+                missed = {
+                    conversation_id: stamp
+                    for conversation_id, changed_at in changes
+                    if self.pushed_identity.get(conversation_id, "")
+                    < (stamp := timestamp(changed_at))
+                }
+                if missed:
+                    conversations = await database_sync_to_async(conversations_with_last_message)(
+                        missed
                     )
-                    await _send_all(list(self.consoles), frame)
+                    for conversation in conversations:
+                        conversation_id = str(conversation.pk)
+                        self.pushed_identity[conversation_id] = timestamp(
+                            conversation.identity_updated_at
+                        )
+                        frame = encode(
+                            {
+                                "type": "conversation",
+                                "event": "updated",
+                                "conversation": conversation_payload(conversation),
+                            }
+                        )
+                        await _send_all(list(self.consoles), frame)
                 horizon = timestamp(since)
                 self.pushed_identity = {
                     c: s for c, s in self.pushed_identity.items() if s >= horizon
@@ -338,11 +350,22 @@ class Hub:
 
 
 async def _send_all(recipients: list[Recipient], frame: str) -> None:
+    if not recipients:
+        return
+    wire = text_frame(frame)  # one encoding for every socket (chat.wire)
+    direct = through_asgi = 0
     for recipient in recipients:
         try:
-            await recipient.deliver(frame)
+            sent = recipient.push(frame, wire) or await recipient.deliver(frame, wire)
         except Exception:
             log.debug("hub: a socket went away mid-delivery", exc_info=True)
+            continue
+        if sent:
+            direct += 1
+        elif sent is not None:
+            through_asgi += 1
+    PUSH_FRAMES.labels("direct").inc(direct)
+    PUSH_FRAMES.labels("asgi").inc(through_asgi)
 
 
 _hubs: "WeakKeyDictionary[asyncio.AbstractEventLoop, Hub]" = WeakKeyDictionary()

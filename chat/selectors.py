@@ -89,7 +89,13 @@ def open_conversations_with_identifiers(values: set[str] | None) -> QuerySet[Con
     return conversations
 
 
-def conversations_with_identity_changed_since(since: datetime) -> list[Conversation]:
-    return with_last_messages(
-        Conversation.objects.filter(identity_updated_at__gt=since, state=Conversation.State.OPEN)
-    )
+def identity_changes_since(since: datetime) -> list[tuple[str, datetime]]:
+    """(id, identity_updated_at) of the open conversations whose identity changed since."""
+    changes = Conversation.objects.filter(
+        identity_updated_at__gt=since, state=Conversation.State.OPEN
+    ).values_list("pk", "identity_updated_at")
+    return [(str(pk), stamp) for pk, stamp in changes]
+
+
+def conversations_with_last_message(ids: Iterable[str]) -> list[Conversation]:
+    return with_last_messages(Conversation.objects.filter(pk__in=list(ids)))

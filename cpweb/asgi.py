@@ -13,6 +13,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from chat.routing import websocket_urlpatterns  # noqa: E402
+from chat.wire import RawFrames  # noqa: E402
 from cpweb.middleware import WebsocketDatabaseGuard  # noqa: E402
 from crm.outbox import handoff_enabled  # noqa: E402
 
@@ -21,7 +22,9 @@ from crm.outbox import handoff_enabled  # noqa: E402
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": WebsocketDatabaseGuard(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        "websocket": RawFrames(
+            WebsocketDatabaseGuard(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
+        ),
     }
 )
 

@@ -47,6 +47,13 @@ PUSH_SECONDS = Histogram(
     ["event"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
+PUSH_FRAMES = Counter(
+    "cpweb_push_frames",
+    "Push frames the hub wrote to sockets: 'direct' (the ready-made frame straight to "
+    "the connection, chat.wire) or 'asgi' (through the server's send path).",
+    ["path"],
+)
+
 OPEN_SOCKETS = Gauge(
     "cpweb_open_sockets",
     "Websockets let in and still open, by kind (visitor, console).",

@@ -9,11 +9,11 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 
 from deploy.cluster import DEMO_API_TOKEN, DEMO_METRICS_TOKEN, Cluster
 from tests.deploy.conftest import HAS_SERVICES, TRAFFIC_LIMITS, needs_services
+from tests.metrics_scrape import Samples, scrape, value
 
 pytestmark = needs_services
 
@@ -26,20 +26,8 @@ def pair() -> Iterator[Cluster]:
         yield running
 
 
-def _scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    response = httpx.get(
-        f"{url}/metrics", headers={"Authorization": f"Bearer {DEMO_METRICS_TOKEN}"}, timeout=10
-    )
-    assert response.status_code == 200, response.text
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(response.text)
-        for sample in family.samples
-    }
-
-
-def _value(samples, name: str, **labels: str) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+def _scrape(url: str) -> Samples:
+    return scrape(url, DEMO_METRICS_TOKEN)
 
 
 def test_one_scrape_through_nginx_counts_every_worker(pair):
@@ -52,17 +40,17 @@ def test_one_scrape_through_nginx_counts_every_worker(pair):
             assert response.status_code == 200
     labels = {"channel": "voice", "status": "ambiguous", "trigger": "api"}
     for url in (pair.url, pair.url, *(w.url for w in pair.workers)):  # nginx picks either
-        assert _value(_scrape(url), "cpweb_identifications_total", **labels) == 5
+        assert value(_scrape(url), "cpweb_identifications_total", **labels) == 5
 
 
 async def test_a_killed_workers_sockets_stop_counting(pair):
     sockets = [await connect(f"{w.ws_url}/ws/chat/", origin=w.url) for w in pair.workers]
     try:
-        assert _value(_scrape(pair.url), "cpweb_open_sockets", kind="visitor") == 2
+        assert value(_scrape(pair.url), "cpweb_open_sockets", kind="visitor") == 2
         pair.kill_worker(1)
-        assert _value(_scrape(pair.workers[0].url), "cpweb_open_sockets", kind="visitor") == 1
+        assert value(_scrape(pair.workers[0].url), "cpweb_open_sockets", kind="visitor") == 1
     finally:
         for socket in sockets:
             await socket.close()
         pair.start_worker(1)
-    assert _value(_scrape(pair.url), "cpweb_open_sockets", kind="visitor") == 0
+    assert value(_scrape(pair.url), "cpweb_open_sockets", kind="visitor") == 0

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 
 from tests.e2e.conftest import (
@@ -27,6 +26,7 @@ from tests.e2e.conftest import (
     _free_port,
 )
 from tests.e2e.test_channels import _email, _ice, _mail, _voice
+from tests.metrics_scrape import Samples, scrape, value
 
 
 @contextmanager
@@ -114,20 +114,8 @@ def test_healthz_only_answers_reads(server, method):
 # --- Metrics and the identification log on a real daphne ---------------------------------
 
 
-def _scrape(base_url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    response = httpx.get(
-        f"{base_url}/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}, timeout=10
-    )
-    assert response.status_code == 200, response.text
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(response.text)
-        for sample in family.samples
-    }
-
-
-def _value(samples, name: str, **labels: str) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+def _scrape(url: str) -> Samples:
+    return scrape(url, METRICS_TOKEN)
 
 
 async def test_real_traffic_moves_the_metrics_and_logs_each_decision(server):
@@ -149,7 +137,7 @@ async def test_real_traffic_moves_the_metrics_and_logs_each_decision(server):
     after = _scrape(server.base_url)
 
     def moved(samples, name, **labels):
-        return _value(samples, name, **labels) - _value(before, name, **labels)
+        return value(samples, name, **labels) - value(before, name, **labels)
 
     start = {"status": "unmatched", "trigger": "start"}
     assert moved(during, "cpweb_identifications_total", channel="voice", **start) == 1

@@ -12,7 +12,6 @@ from collections.abc import Iterable
 from typing import Any
 
 from channels.consumer import get_handler_name
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError
@@ -28,6 +27,7 @@ from chat.selectors import (
     open_conversations,
 )
 from chat.wire import Writer, scope_writer
+from cpweb.db import db
 from cpweb.metrics import OPEN_SOCKETS
 from cpweb.middleware import CLOSE_TRY_AGAIN
 from directory.identify import webchat_identity_hash_valid
@@ -98,7 +98,7 @@ class JsonFrameConsumer(AsyncWebsocketConsumer):
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Channels runs close_old_connections in the database thread before
         # every handler: a thread hop per frame, queued behind real database
-        # work. Every database call here goes through database_sync_to_async,
+        # work. Every database call here goes through cpweb.db (Channels' DatabaseSyncToAsync),
         # which closes stale connections itself, so the hop is skipped.
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
@@ -325,10 +325,8 @@ class VisitorConsumer(JsonFrameConsumer):
         conversation_id = str(conversation.pk)
         self.pending = []
         try:
-            missed = await database_sync_to_async(messages_after)(
-                conversation, self.delivered.get(conversation_id, 0)
-            )
-            current = await database_sync_to_async(conversation_get)(conversation_id)
+            missed = await db(messages_after)(conversation, self.delivered.get(conversation_id, 0))
+            current = await db(conversation_get)(conversation_id)
             for message in missed:
                 if message.sender == Message.Sender.AGENT:
                     await self._send_new(encode({"type": "message", **message_payload(message)}))
@@ -363,7 +361,7 @@ class VisitorConsumer(JsonFrameConsumer):
         if not await limits.webchat_start_allowed(self.address):
             raise FrameError("rate_limited", "Too many new chats from your address; "
                              "try again in a minute.")  # fmt: skip
-        conversation, token = await database_sync_to_async(services.conversation_start)(
+        conversation, token = await db(services.conversation_start)(
             channel="webchat", identifier=email, name=name, verified=verified
         )
         self._attach(conversation)
@@ -384,16 +382,12 @@ class VisitorConsumer(JsonFrameConsumer):
         after = frame.get("after", 0)
         if not isinstance(after, int) or isinstance(after, bool) or after < 0:
             raise FrameError("invalid_frame", "'after' must be a message id (an integer >= 0).")
-        conversation = (
-            await database_sync_to_async(conversation_for_token)(token)
-            if isinstance(token, str)
-            else None
-        )
+        conversation = await db(conversation_for_token)(token) if isinstance(token, str) else None
         if conversation is None:
             raise FrameError("invalid_token", "This token does not belong to a conversation.")
         self.pending = []
         self._attach(conversation)
-        missed = await database_sync_to_async(messages_after)(conversation, after)
+        missed = await db(messages_after)(conversation, after)
         await self.send_frame(
             {"type": "started", "conversation_id": str(conversation.pk), "token": token}
         )
@@ -415,7 +409,7 @@ class VisitorConsumer(JsonFrameConsumer):
         conversation = self._open_conversation()
         client_msg_id = _client_msg_id(frame)
         text = _text(frame, client_msg_id)
-        message = await database_sync_to_async(services.message_post)(
+        message = await db(services.message_post)(
             conversation=conversation,
             sender=Message.Sender.VISITOR,
             text=text,
@@ -432,7 +426,7 @@ class VisitorConsumer(JsonFrameConsumer):
         if self.conversation.state == Conversation.State.ENDED:
             await self.send(text_data=ENDED_FRAME)
             return
-        await database_sync_to_async(services.conversation_end)(conversation=self.conversation)
+        await db(services.conversation_end)(conversation=self.conversation)
         # The "ended" frame reaches every socket of the conversation through the hub.
 
 
@@ -463,7 +457,7 @@ class ConsoleConsumer(JsonFrameConsumer):
         if user is None or not user.is_authenticated:
             await self.close(code=4401)
             return
-        if not await database_sync_to_async(user.has_perm)("chat.view_conversation"):
+        if not await db(user.has_perm)("chat.view_conversation"):
             await self.close(code=4403)
             return
         self.user_id = user.pk
@@ -471,7 +465,7 @@ class ConsoleConsumer(JsonFrameConsumer):
         self.watching: set[str] = set()
         self.pending = []
         self.hub.add_console(self)
-        snapshot = await database_sync_to_async(_snapshot_frame)()
+        snapshot = await db(_snapshot_frame)()
         await self.send(text_data=snapshot)
         await self.flush()
 
@@ -490,7 +484,7 @@ class ConsoleConsumer(JsonFrameConsumer):
         self.delivered.clear()
         self.pending = []
         try:
-            snapshot = await database_sync_to_async(_snapshot_frame)()
+            snapshot = await db(_snapshot_frame)()
             await self.send(text_data=snapshot)
         finally:
             await self.flush()
@@ -498,7 +492,7 @@ class ConsoleConsumer(JsonFrameConsumer):
     async def _conversation(self, frame: dict[str, Any]) -> Conversation:
         conversation_id = frame.get("conversation_id")
         conversation = (
-            await database_sync_to_async(conversation_get)(conversation_id)
+            await db(conversation_get)(conversation_id)
             if isinstance(conversation_id, str)
             else None
         )
@@ -514,7 +508,7 @@ class ConsoleConsumer(JsonFrameConsumer):
         self.pending = []
         self.watching.add(conversation_id)
         self.hub.watch(self, conversation_id)
-        history = await database_sync_to_async(messages_after)(conversation, 0)
+        history = await db(messages_after)(conversation, 0)
         for message in history:
             await self.send_frame(
                 {"type": "message", "conversation_id": conversation_id,
@@ -537,7 +531,7 @@ class ConsoleConsumer(JsonFrameConsumer):
         if conversation.state != Conversation.State.OPEN:
             raise FrameError("conversation_ended", "This conversation has ended.",
                              client_msg_id=client_msg_id)  # fmt: skip
-        message = await database_sync_to_async(services.message_post)(
+        message = await db(services.message_post)(
             conversation=conversation,
             sender=Message.Sender.AGENT,
             text=text,

@@ -144,6 +144,11 @@ elif _database["ENGINE"] != "django.db.backends.postgresql":
 # reconnecting for every frame cost more than the queries themselves.
 _database["CONN_MAX_AGE"] = env_int("CP_DB_CONN_MAX_AGE", 300)
 _database["CONN_HEALTH_CHECKS"] = True
+# Threads (and connections) per process for the websocket consumers' database
+# work (cpweb/db.py): commits overlap on PostgreSQL; SQLite has one writer.
+CP_DB_THREADS = env_int(
+    "CP_DB_THREADS", 1 if _database["ENGINE"] == "django.db.backends.sqlite3" else 4, minimum=1
+)
 DATABASES = {"default": _database}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -9,6 +9,7 @@ from django.test import Client
 from chat import limits
 from chat.hub import stop_hub
 from cpweb.asgi import application
+from cpweb.db import close_pool
 
 ORIGIN = (b"origin", b"http://127.0.0.1:8000")
 
@@ -20,10 +21,11 @@ async def fresh_hub_and_layer(request):
     limits.reset()
     yield
     await stop_hub()
-    # Connections persist (CONN_MAX_AGE); close the database thread's so the
+    # Connections persist (CONN_MAX_AGE); close the database threads' so the
     # test database can be dropped at the end of the run.
     if request.node.get_closest_marker("django_db"):
         await database_sync_to_async(connections.close_all)()
+        close_pool()
     for layer in channel_layers.backends.values():
         if hasattr(layer, "close_pools"):  # channels-redis: connections belong to this loop
             await layer.close_pools()

@@ -1,7 +1,7 @@
 """Faults with real processes: Redis and PostgreSQL restarted under a running cluster.
 
 Each test runs its own cluster on a private Redis or PostgreSQL
-(tests/deploy/services.py) that it stops and starts; the shared servers are
+(deploy/services.py) that it stops and starts; the shared servers are
 never touched. A daphne worker killed mid-traffic is in test_cross_process.py.
 """
 
@@ -15,13 +15,13 @@ import pytest
 from websockets.asyncio.client import connect
 
 from deploy.cluster import DEMO_API_TOKEN, Cluster
-from tests.deploy.conftest import TRAFFIC_LIMITS, Sockets, start_chat
-from tests.deploy.services import (
+from deploy.services import (
     PrivatePostgres,
     PrivateRedis,
     have_private_postgres,
     have_private_redis,
 )
+from tests.deploy.conftest import TRAFFIC_LIMITS, Sockets, start_chat
 from tests.e2e.test_webchat import _identified
 
 ON_POSTGRES = os.environ.get("DATABASE_URL", "").startswith("postgres")

@@ -1,9 +1,10 @@
-"""Private Redis and PostgreSQL servers a fault test may stop and start at will.
+"""Private Redis and PostgreSQL servers a fault test or the soak may stop and start at will.
 
 Never the shared servers other tests and engineers use: each is started here
 on a free port in a temporary directory, from the machine's own binaries
 (Debian's redis-server, and PostgreSQL's initdb/pg_ctl that come with the
-PostgreSQL server CI runs on).
+PostgreSQL server CI runs on). Used by tests/deploy/test_faults.py and
+bench/soak.py.
 """
 
 import os

@@ -11,7 +11,7 @@ DEV_STAMP := $(VENV)/.dev-$(HASH)
 DEMO_ENV := CP_API_TOKEN=$${CP_API_TOKEN:-cpweb-demo-api-token} \
 	CP_METRICS_TOKEN=$${CP_METRICS_TOKEN:-cpweb-demo-metrics-token}
 
-.PHONY: run cluster test lint typecheck bench-smoke fuzz clean
+.PHONY: run cluster test lint typecheck bench-smoke soak fuzz clean
 
 $(RUN_STAMP):
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,13 @@ bench-smoke: $(DEV_STAMP)
 	@# Several workers need PostgreSQL and Redis: only when REDIS_URL is set.
 	if [ -n "$$REDIS_URL" ]; then $(BIN)/python bench/contact_center.py --visitors 100 \
 	  --consoles 10 --starts-per-second 5 --messages-per-second 20 --duration 3 --warm-up 1; fi
+
+# A bounded soak (bench/soak.py): 10 minutes of the contact-center load on 2 workers with a
+# worker killed, Redis and PostgreSQL restarted on a schedule; it starts private Redis and
+# PostgreSQL servers of its own. Shorter: make soak SOAK_ARGS="--duration 120".
+SOAK_ARGS ?=
+soak: $(DEV_STAMP)
+	$(BIN)/python bench/soak.py $(SOAK_ARGS)
 
 # Coverage-guided fuzzing of the normalisers and the email parser (atheris),
 # FUZZ_SECONDS each; new inputs and any crash-* land in var/fuzz/.

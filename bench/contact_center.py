@@ -56,6 +56,8 @@ from webchat_load import KNOWN, cpu_seconds, login, pct
 from deploy.cluster import Cluster
 
 HOLD_P99 = 1.0
+# Every simulated visitor comes from 127.0.0.1: lift the per-address limits.
+ONE_ADDRESS = {"CP_WEBCHAT_STARTS_PER_MINUTE": "0", "CP_WS_MAX_SOCKETS_PER_ADDRESS": "0"}
 
 
 def rss_mb(pid: int) -> float:
@@ -63,6 +65,13 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return math.nan
+
+
+def raise_open_files(need: int) -> None:
+    """One file descriptor per socket: raise the soft limit towards ``need``."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < need:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, need), hard))
 
 
 def sockets(pid: int) -> int:
@@ -189,7 +198,7 @@ async def paced(rate: float, seconds: float, tick) -> None:
 
 
 async def run(workers: int, scale: float, args: argparse.Namespace) -> dict:
-    env = {"CP_WEBCHAT_STARTS_PER_MINUTE": "0", "CP_WS_MAX_SOCKETS_PER_ADDRESS": "0"}
+    env = dict(ONE_ADDRESS)
     starts, messages = args.starts_per_second * scale, args.messages_per_second * scale
     cluster = Cluster(workers=workers, fresh_database=True, env=env)
     await asyncio.to_thread(cluster.start)
@@ -304,10 +313,7 @@ def show(o: dict) -> None:
 
 
 async def main(args: argparse.Namespace) -> bool:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    need = 2 * (args.visitors + args.consoles) + 1000
-    if soft < need:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, need), hard))
+    raise_open_files(2 * (args.visitors + args.consoles) + 1000)
     print(f"contact-center load: {args.visitors} visitors, {args.consoles} consoles, "
           f"{args.starts_per_second:g} starts/s, {args.messages_per_second:g} messages/s, "
           f"{args.duration:g} s; daphne workers behind nginx, Redis, PostgreSQL; load average "

@@ -302,6 +302,8 @@ class VisitorConsumer(JsonFrameConsumer):
             self.counted_socket = False
         self._detach()
 
+    ended_here = False  # this socket's "end" ended the conversation (on_end)
+
     def _detach(self) -> None:
         if self.conversation is not None:
             self.hub.remove_visitor(self, str(self.conversation.pk))
@@ -311,6 +313,8 @@ class VisitorConsumer(JsonFrameConsumer):
         return frame != ENDED_FRAME and super().push(frame, wire)
 
     async def deliver(self, frame: str, wire: bytes | None = None) -> bool | None:
+        if frame == ENDED_FRAME and self.ended_here:
+            return None  # on_end answered it
         if frame == ENDED_FRAME and self.conversation is not None:
             self.conversation.state = Conversation.State.ENDED
             if self.pending is not None:
@@ -426,8 +430,19 @@ class VisitorConsumer(JsonFrameConsumer):
         if self.conversation.state == Conversation.State.ENDED:
             await self.send(text_data=ENDED_FRAME)
             return
-        await db(services.conversation_end)(conversation=self.conversation)
-        # The "ended" frame reaches every socket of the conversation through the hub.
+        # The visitor's own "end" is answered here, not through the hub: with
+        # the channel layer down (Redis restarting) the push would never come.
+        # The hub's copy for this socket is dropped (``deliver``); the
+        # conversation's other sockets get theirs through the hub, or from a
+        # resync after the gap. Set first: the hub's copy may come before the
+        # call returns.
+        self.ended_here = True
+        try:
+            await db(services.conversation_end)(conversation=self.conversation)
+        except BaseException:
+            self.ended_here = False
+            raise
+        await self.send(text_data=ENDED_FRAME)
 
 
 def _snapshot_frame() -> str:

@@ -141,6 +141,7 @@ async def test_end_tells_the_visitor_and_every_console(connect, agent_cookie):
     assert await visitor.receive() == {"type": "ended"}
     ended = await console.receive_until(_event("ended"))
     assert ended["conversation"]["state"] == "ended"
+    assert await visitor.nothing()  # answered once, though the hub pushes it too
     await visitor.send({"type": "message", "text": "after the end"})
     error = await visitor.receive()
     assert error["code"] == "conversation_ended"

@@ -86,11 +86,18 @@ async def _redis_restart(cluster: Cluster, sockets: Sockets, redis_server: Priva
     reply_ack = await console.receive_until(lambda f: f["type"] == "ack", timeout=15)
     newcomer = await sockets.visitor(worker_a.url)
     during = await start_chat(newcomer, "outage.visitor@example.com")
+    # A visitor who leaves during the outage is told the chat ended (its own
+    # "end" is answered directly, not through the channel layer).
+    leaver = await sockets.visitor(worker_a.url)
+    left = await start_chat(leaver, "leaving.visitor@example.com")
+    await leaver.send({"type": "end"})
+    assert (await leaver.receive(timeout=15))["type"] == "ended"
     redis_server.start()
 
     # The console resyncs: a snapshot with the chat started during the outage...
     snapshot = await console.receive_until(lambda f: f["type"] == "snapshot", timeout=30)
     assert during["conversation_id"] in [c["id"] for c in snapshot["conversations"]]
+    assert left["conversation_id"] not in [c["id"] for c in snapshot["conversations"]]
     # ...and, watching again, every acked message.
     await console.send({"type": "watch", "conversation_id": conversation_id})
     history = []

@@ -123,16 +123,17 @@ class CpwebProducer:
         email = self.rng.choice(KNOWN) if n % 2 else f"v-{uuid.uuid4().hex[:12]}@example.org"
         sent_at = time.perf_counter()
         await ws.send(json.dumps({"type": "start", "email": email}))
-        self._spawn(self._chat(ws, sent_at))
+        # The chat's events belong to this step even if "started" comes after it.
+        self._spawn(self._chat(ws, sent_at, self.sent))
 
-    async def _chat(self, ws: ClientConnection, sent_at: float) -> None:
+    async def _chat(self, ws: ClientConnection, sent_at: float, sent: dict[bytes, float]) -> None:
         try:
             async for raw in ws:
                 frame = json.loads(raw)
                 if frame["type"] == "started":
                     key = frame["conversation_id"].encode()
-                    self.sent[key + b":started"] = self.sent[key + b":identified"] = sent_at
-                    self.sent[key + b":ended"] = time.perf_counter()
+                    sent[key + b":started"] = sent[key + b":identified"] = sent_at
+                    sent[key + b":ended"] = time.perf_counter()
                     await ws.send('{"type":"end"}')
                 elif frame["type"] == "ended":
                     break

@@ -302,7 +302,9 @@ class VisitorConsumer(JsonFrameConsumer):
             self.counted_socket = False
         self._detach()
 
-    ended_here = False  # this socket's "end" ended the conversation (on_end)
+    # The conversation this socket's own "end" ended (on_end): its "ended" was
+    # answered directly. An id, not a flag: a socket may resume another chat.
+    ended_here: str | None = None
 
     def _detach(self) -> None:
         if self.conversation is not None:
@@ -313,10 +315,10 @@ class VisitorConsumer(JsonFrameConsumer):
         return frame != ENDED_FRAME and super().push(frame, wire)
 
     async def deliver(self, frame: str, wire: bytes | None = None) -> bool | None:
-        if frame == ENDED_FRAME and self.ended_here:
-            return None  # on_end answered it
         if frame == ENDED_FRAME and self.conversation is not None:
             self.conversation.state = Conversation.State.ENDED
+            if self.ended_here == str(self.conversation.pk):
+                return None  # on_end answered it
             if self.pending is not None:
                 return None  # the replay ends with the conversation's state
         return await super().deliver(frame, wire)
@@ -334,7 +336,9 @@ class VisitorConsumer(JsonFrameConsumer):
             for message in missed:
                 if message.sender == Message.Sender.AGENT:
                     await self._send_new(encode({"type": "message", **message_payload(message)}))
-            if current is not None and current.state != conversation.state:
+            if self.ended_here == conversation_id:
+                pass  # on_end answers, even if this read came before its commit
+            elif current is not None and current.state != conversation.state:
                 conversation.state = current.state
                 if current.state == Conversation.State.ENDED:
                     await self.send(text_data=ENDED_FRAME)
@@ -436,12 +440,15 @@ class VisitorConsumer(JsonFrameConsumer):
         # conversation's other sockets get theirs through the hub, or from a
         # resync after the gap. Set first: the hub's copy may come before the
         # call returns.
-        self.ended_here = True
+        self.ended_here = str(self.conversation.pk)
         try:
             await db(services.conversation_end)(conversation=self.conversation)
         except BaseException:
-            self.ended_here = False
+            self.ended_here = None
             raise
+        # As for an ack: once the consoles' push has left this process (at most
+        # 2 s with the layer down), so a worker killed now leaves none unaware.
+        await self.hub.published()
         await self.send(text_data=ENDED_FRAME)
 
 

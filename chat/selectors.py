@@ -98,4 +98,6 @@ def identity_changes_since(since: datetime) -> list[tuple[str, datetime]]:
 
 
 def conversations_with_last_message(ids: Iterable[str]) -> list[Conversation]:
-    return with_last_messages(Conversation.objects.filter(pk__in=list(ids)))
+    return with_last_messages(
+        Conversation.objects.filter(pk__in=list(ids), state=Conversation.State.OPEN)
+    )

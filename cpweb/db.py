@@ -24,14 +24,16 @@ from django.conf import settings
 from django.db import connections
 
 _executor: ThreadPoolExecutor | None = None
+_threads = 0  # the pool's size when it was made
 _lock = threading.Lock()
 
 
 def _pool() -> ThreadPoolExecutor:
-    global _executor
+    global _executor, _threads
     with _lock:
         if _executor is None:
-            _executor = ThreadPoolExecutor(settings.CP_DB_THREADS, thread_name_prefix="cpweb-db")
+            _threads = settings.CP_DB_THREADS
+            _executor = ThreadPoolExecutor(_threads, thread_name_prefix="cpweb-db")
         return _executor
 
 
@@ -45,17 +47,19 @@ def close_pool() -> None:
     test database can be dropped; the next ``db`` call starts a new pool)."""
     global _executor
     with _lock:
-        executor, _executor = _executor, None
+        executor, threads, _executor = _executor, _threads, None
     if executor is None:
         return
     # One task per thread, held at a barrier until all have started: each
     # thread runs exactly one, and closes its own connections.
-    barrier = threading.Barrier(settings.CP_DB_THREADS)
+    barrier = threading.Barrier(threads)
 
     def close_own() -> None:
-        barrier.wait(timeout=10)
-        connections.close_all()
+        try:
+            barrier.wait(timeout=10)
+        finally:
+            connections.close_all()
 
-    for _ in range(settings.CP_DB_THREADS):
+    for _ in range(threads):
         executor.submit(close_own)
     executor.shutdown(wait=True)

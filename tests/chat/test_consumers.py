@@ -149,6 +149,22 @@ async def test_end_tells_the_visitor_and_every_console(connect, agent_cookie):
     assert snapshot["conversations"] == []
 
 
+async def test_a_socket_that_ended_one_chat_and_resumed_another_is_told_when_that_one_ends(
+    connect,
+):
+    first, _ = await _start(connect)
+    await first.send({"type": "end"})
+    assert await first.receive() == {"type": "ended"}
+    other, started = await _start(connect, email="other.visitor@example.com")
+    await first.send({"type": "resume", "token": started["token"]})
+    assert (await first.receive())["type"] == "started"
+    await other.send({"type": "end"})
+    assert await other.receive() == {"type": "ended"}
+    assert await first.receive() == {"type": "ended"}
+    await first.send({"type": "message", "text": "still there?"})
+    assert (await first.receive())["code"] == "conversation_ended"
+
+
 # --- Resume -------------------------------------------------------------------
 
 

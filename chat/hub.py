@@ -12,10 +12,16 @@ the pre-encoded frames straight to its local sockets:
 Frames are delivered in the order the hub receives them, so each console sees
 one process's events in commit order.
 
-Across processes the layer is Redis, which may restart or time out. The hub
-survives it: its listener retries with backoff and joins the group again,
-and a heartbeat (a message to the group that must come back to this hub)
-notices the quieter failure of a restarted Redis that forgot the group. When
+Across processes the layer is Redis pub/sub (channels-redis'
+``RedisPubSubChannelLayer``): a push is one PUBLISH, and each hub's
+subscription streams pushes in without a round trip per event (the list-based
+``RedisChannelLayer`` needs four sequential round trips per received message,
+about 1,000 a second at best here, and drops what exceeds a channel's capacity).
+Pub/sub forgets what it could not deliver, so every event carries its
+publisher's ``origin`` and a ``seq`` that grows by one, and each heartbeat (a
+message to the group every 2 s that must come back to this hub) the last
+``seq`` its publisher sent: a hub that sees a number skipped, or no heartbeat
+of its own, has missed pushes (Redis restarted, a subscription dropped). When
 pushes flow again after such a gap, every local socket is resynced from the
 database (``Recipient.resync``): consoles get a fresh snapshot, visitors the
 agent messages they missed.
@@ -32,7 +38,7 @@ import logging
 import secrets
 import time
 from collections import defaultdict
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from datetime import timedelta
 from typing import Any, Protocol
 from weakref import WeakKeyDictionary
@@ -53,6 +59,7 @@ CATCH_UP_WINDOW = timedelta(seconds=10)
 PUBLISH_WAIT_SECONDS = 2.0
 HEARTBEAT_SECONDS = 2.0
 HEARTBEAT_TIMEOUT = 3.0
+ORIGIN_FORGOTTEN_SECONDS = 600  # a publisher not heard from for this long has gone
 
 
 class Recipient(Protocol):
@@ -73,7 +80,12 @@ class Hub:
         self._tasks: list[asyncio.Task[None]] = []
         self._starting = asyncio.Lock()
         # Events to publish, and markers that ``published()`` waits on.
-        self._outbox: asyncio.Queue[HubEvent | asyncio.Future[None]] = asyncio.Queue()
+        self._outbox: asyncio.Queue[Mapping[str, Any] | asyncio.Future[None]] = asyncio.Queue()
+        # This hub's events are numbered (see the module docstring): the last
+        # number given out, and per publisher the last one received and when.
+        self.origin = secrets.token_hex(8)
+        self._seq = 0
+        self._received: dict[str, tuple[int, float]] = {}
         self.loop = asyncio.get_running_loop()
         self._layer = None
         self._channel = ""
@@ -151,12 +163,16 @@ class Hub:
                 if not event.done():
                     event.set_result(None)
                 continue
+            self._seq += 1
             try:
-                await layer.group_send(HUB_GROUP, dict(event))
+                await layer.group_send(
+                    HUB_GROUP, {**event, "origin": self.origin, "seq": self._seq}
+                )
             except asyncio.CancelledError:
                 raise
             except Exception:
-                # Committed but not pushed: sockets resync once the layer is back.
+                # Committed but not pushed: sockets resync once the layer is back
+                # (and every other hub sees this number skipped).
                 self.gap = True
                 log.exception("hub: publishing %s failed", event["type"])
 
@@ -165,12 +181,10 @@ class Hub:
 
         Readiness (``/healthz``): proves the layer carries messages *and* this
         process's hub is receiving them, which is what pushes need. The probe
-        never calls ``receive()`` itself: channels-redis lets one coroutine at a
-        time read a process's channels, and only from the list of its own
-        channel prefix, so a second reader waits behind the hub until the next
-        push arrives (the reason a first /healthz timed out under Redis). A
-        reply that comes after the caller gave up finds no waiter and is
-        dropped, so nothing is left behind.
+        never calls ``receive()`` itself, so it needs no channel (nor a
+        subscription) of its own and competes with no reader. A reply that
+        comes after the caller gave up finds no waiter and is dropped, so
+        nothing is left behind.
         """
         if self._layer is None:
             raise RuntimeError("the hub is not listening (no channel layer)")
@@ -258,6 +272,8 @@ class Hub:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
+            if "origin" in event:
+                self._count(event)
             if event.get("type") in ("hub.ping", "hub.heartbeat"):
                 waiter = self._pings.get(event.get("token", ""))
                 if waiter is not None and not waiter.done():
@@ -268,6 +284,25 @@ class Hub:
             except Exception:
                 log.exception("hub: delivering %s failed", event.get("type"))
 
+    def _count(self, event: dict[str, Any]) -> None:
+        """Note a publisher's numbered event or heartbeat; a number skipped is a gap."""
+        origin, now = event["origin"], time.monotonic()
+        last = self._received.get(origin)
+        if event["type"] == "hub.heartbeat":
+            # Everything up to ``seq`` was published before this heartbeat.
+            seq, missed = event["seq"], last is not None and last[0] < event["seq"]
+        else:
+            seq, missed = event["seq"], last is not None and event["seq"] != last[0] + 1
+        if missed and not self.gap:
+            log.warning(
+                "hub: pushes from another process were lost (%s: %d after %d); resyncing",
+                origin,
+                seq,
+                last[0] if last else 0,
+            )
+        self.gap = self.gap or missed
+        self._received[origin] = (max(seq, last[0]) if last else seq, now)
+
     async def _watch_layer(self, layer, channel: str) -> None:
         """Every few seconds: join the group again and send it a heartbeat that
         must come back here. One that does not is a gap; the first that does
@@ -277,9 +312,19 @@ class Hub:
             token = secrets.token_hex(8)
             waiter = self.loop.create_future()
             self._pings[token] = waiter
+            # Sent beside the outbox, not behind it. Its ``seq`` is the last
+            # number given out: an event is numbered in the same step that
+            # queues it on the layer's (FIFO) publish lock, so every event the
+            # heartbeat counts is published, and delivered, before it.
+            heartbeat = {
+                "type": "hub.heartbeat",
+                "token": token,
+                "origin": self.origin,
+                "seq": self._seq,
+            }
             try:
                 await layer.group_add(HUB_GROUP, channel)
-                await layer.group_send(HUB_GROUP, {"type": "hub.heartbeat", "token": token})
+                await layer.group_send(HUB_GROUP, heartbeat)
                 await asyncio.wait_for(waiter, HEARTBEAT_TIMEOUT)
             except asyncio.CancelledError:
                 raise

@@ -140,8 +140,8 @@ elif _database["ENGINE"] != "django.db.backends.postgresql":
         f"DATABASE_URL must be sqlite:///PATH or postgres://… (got engine {_database['ENGINE']})"
     )
 # Keep connections open between requests and socket frames: database work
-# from the websocket consumers runs in one thread (database_sync_to_async), and
-# reconnecting for every frame cost more than the queries themselves.
+# from the websocket consumers runs on a few long-lived threads (cpweb/db.py),
+# and reconnecting for every frame cost more than the queries themselves.
 _database["CONN_MAX_AGE"] = env_int("CP_DB_CONN_MAX_AGE", 300)
 _database["CONN_HEALTH_CHECKS"] = True
 # Threads (and connections) per process for the websocket consumers' database
@@ -154,28 +154,23 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Channel layer ----------------------------------------------------------
 
-# Each process has one hub channel that receives every push (chat/hub.py);
-# its queue must hold a burst of events, not the default 100.
 REDIS_URL = env_str("REDIS_URL")
 # Separate deployments (or test servers) sharing one Redis.
 CP_CHANNEL_PREFIX = env_str("CP_CHANNEL_PREFIX", "cpweb")
+# The in-memory layer: each process's hub channel receives every push
+# (chat/hub.py); its queue must hold a burst of events, not the default 100.
 _LAYER_CAPACITY = env_int("CP_CHANNEL_CAPACITY", 10_000, minimum=100)
 if REDIS_URL:
     if not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
         raise ImproperlyConfigured(f"REDIS_URL must be a redis:// URL (got {REDIS_URL!r})")
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            # Pub/sub: a push is one PUBLISH and streams into each process's hub
+            # without a round trip per event (chat/hub.py says why, and how a
+            # push that pub/sub dropped is noticed).
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
             "CONFIG": {
-                # The hub waits for pushes in BZPOPMIN calls of 5 s (channels-redis'
-                # brpop_timeout). redis-py 8 times socket reads out after 5 s by
-                # default, so every idle wait ended in an error and the hub backed
-                # off for up to 5 s, delaying pushes (and failing /healthz). Reads
-                # get longer than the blocking call.
-                "hosts": [
-                    {"address": REDIS_URL, "socket_timeout": 15, "socket_connect_timeout": 5}
-                ],
-                "capacity": _LAYER_CAPACITY,
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 5, "socket_connect_timeout": 5}],
                 "prefix": CP_CHANNEL_PREFIX,
             },
         }

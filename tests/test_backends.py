@@ -16,7 +16,7 @@ def test_database_is_the_configured_one(db):
 
 def test_channel_layer_is_the_configured_one_and_carries_a_message():
     layer = get_channel_layer()
-    expected = "RedisChannelLayer" if os.environ.get("REDIS_URL") else "InMemoryChannelLayer"
+    expected = "RedisPubSubChannelLayer" if os.environ.get("REDIS_URL") else "InMemoryChannelLayer"
     assert type(layer).__name__ == expected
 
     async def round_trip() -> dict:

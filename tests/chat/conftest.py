@@ -27,8 +27,8 @@ async def fresh_hub_and_layer(request):
         await database_sync_to_async(connections.close_all)()
         close_pool()
     for layer in channel_layers.backends.values():
-        if hasattr(layer, "close_pools"):  # channels-redis: connections belong to this loop
-            await layer.close_pools()
+        # channels-redis: connections and the subscriber task belong to this loop
+        await layer.flush()
     channel_layers.backends.clear()
 
 

@@ -80,7 +80,7 @@ def layer_at(settings):
             if url is None
             else {
                 "default": {
-                    "BACKEND": "channels_redis.core.RedisChannelLayer",
+                    "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
                     "CONFIG": {"hosts": [url], "prefix": "cpweb-health-test"},
                 }
             }

@@ -1,0 +1,85 @@
+"""Pushes lost between processes are noticed, and consoles resync.
+
+Across processes pushes travel over Redis pub/sub, which forgets what it could
+not deliver (a restart, a dropped subscription). Every hub numbers what it
+publishes; a hub that sees a number skipped (in an event, or in a publisher's
+heartbeat, which carries the last number it sent) resyncs its sockets. Here
+another process is played by publishing to the hub group directly.
+"""
+
+import asyncio
+import os
+
+import pytest
+from channels.layers import get_channel_layer
+
+from chat.events import HUB_GROUP, encode
+from chat.hub import HEARTBEAT_SECONDS, HEARTBEAT_TIMEOUT, get_hub
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ON_REDIS = bool(os.environ.get("REDIS_URL"))
+# A gap is acted on by the next heartbeat that comes back: within one interval
+# and one round trip; the margin is for a loaded CI machine.
+RESYNC_WITHIN = HEARTBEAT_SECONDS + HEARTBEAT_TIMEOUT + 5
+
+
+def _event(seq: int, text: str) -> dict:
+    frame = {"type": "conversation", "event": "updated", "conversation": {"id": text}}
+    return {
+        "type": "hub.conversation",
+        "conversation_id": text,
+        "console": encode(frame),
+        "visitor": None,
+        "origin": "another-process",
+        "seq": seq,
+    }
+
+
+async def _console(connect, agent_cookie):
+    console = await connect("/ws/console/", cookie=agent_cookie)
+    assert (await console.receive())["type"] == "snapshot"
+    return console
+
+
+async def test_a_skipped_number_is_a_gap_and_the_push_after_it_still_arrives(connect, agent_cookie):
+    console = await _console(connect, agent_cookie)
+    layer, hub = get_channel_layer(), await get_hub()
+    for seq in (1, 2):
+        await layer.group_send(HUB_GROUP, _event(seq, f"c{seq}"))
+        assert (await console.receive())["conversation"]["id"] == f"c{seq}"
+    assert hub.gap is False
+    await layer.group_send(HUB_GROUP, _event(4, "c4"))  # 3 never arrived
+    assert (await console.receive())["conversation"]["id"] == "c4"
+    assert hub.gap is True
+
+
+@pytest.mark.skipif(not ON_REDIS, reason="heartbeats and resyncs run on the Redis layer")
+async def test_a_console_gets_a_fresh_snapshot_after_a_lost_push(connect, agent_cookie):
+    console = await _console(connect, agent_cookie)
+    layer = get_channel_layer()
+    await layer.group_send(HUB_GROUP, _event(1, "c1"))
+    assert (await console.receive())["conversation"]["id"] == "c1"
+    await layer.group_send(HUB_GROUP, _event(3, "c3"))
+    assert (await console.receive())["conversation"]["id"] == "c3"
+    snapshot = await console.receive(timeout=RESYNC_WITHIN)
+    assert snapshot["type"] == "snapshot"
+
+
+@pytest.mark.skipif(not ON_REDIS, reason="heartbeats and resyncs run on the Redis layer")
+async def test_a_heartbeat_counting_more_than_arrived_is_a_gap(connect, agent_cookie):
+    """The last push of a burst lost, with nothing after it: the publisher's
+    next heartbeat says how many it sent."""
+    console = await _console(connect, agent_cookie)
+    layer = get_channel_layer()
+    await layer.group_send(HUB_GROUP, _event(1, "c1"))
+    assert (await console.receive())["conversation"]["id"] == "c1"
+    heartbeat = {"type": "hub.heartbeat", "token": "x", "origin": "another-process", "seq": 1}
+    await layer.group_send(HUB_GROUP, heartbeat)
+    assert await console.nothing(timeout=HEARTBEAT_SECONDS + 1)  # all there: no resync
+    await layer.group_send(HUB_GROUP, {**heartbeat, "seq": 2})  # 2 was sent, never arrived
+    snapshot = await console.receive(timeout=RESYNC_WITHIN)
+    assert snapshot["type"] == "snapshot"
+    # The resync happens once, not at every heartbeat after it.
+    await asyncio.sleep(0)
+    assert await console.nothing(timeout=HEARTBEAT_SECONDS + 1)

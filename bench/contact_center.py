@@ -19,7 +19,10 @@ visitor comes from 127.0.0.1). Then, all through nginx:
 - Worker RSS and open sockets (/proc) are read before and after: memory per socket.
 - Open loop for --duration seconds after a --warm-up at the same rates: `start` from idle
   visitors (half known directory emails), `message` from visitors in a chat, each chat
-  `end`ed after V / (2 * start rate) seconds and its visitor reconnecting afresh.
+  `end`ed after V / (2 * start rate) seconds and its visitor reconnecting afresh. The
+  warm-up lasts one chat and 3 s more by default, so that the measured window is the
+  steady state: chats ending and visitors reconnecting as fast as chats start (a
+  shorter warm-up measures a lighter load: 2 events a chat instead of 3).
 
 Measured: start → identified on every console, message → the watching console,
 start → started and message → ack at the visitor, lifecycle frames (started,
@@ -102,6 +105,7 @@ class Visitors:
         self.ack_due: dict[str, float] = {}
         self.acks: list[float] = []
         self.starts = self.messages = 0
+        self.stopped = False
         self.errors: Counter[str] = Counter()
         self.skipped: Counter[str] = Counter()
 
@@ -151,7 +155,10 @@ class Visitors:
             self.errors[frame["code"]] += 1
 
     def end(self, ws: ClientConnection) -> None:
-        if ws in self.chatting:
+        # After the measured window nothing new is sent: the drain waits for
+        # what was, and an "ended" sent during it could be cut off and
+        # counted lost.
+        if ws in self.chatting and not self.stopped:
             self.chatting.remove(ws)
             self.sent[ws.conversation_key + b":ended"] = time.perf_counter()  # type: ignore[attr-defined]
             self.spawn(self.send(ws, '{"type":"end"}'))
@@ -220,7 +227,8 @@ async def run(workers: int, scale: float, args: argparse.Namespace) -> dict:
         socks1 = [sockets(pid) for pid in pids]
         opened = sum(socks1) - sum(socks0)
         rates = [(starts, visitors.start), (messages, visitors.message)]
-        await asyncio.gather(*(paced(r, args.warm_up, tick) for r, tick in rates))
+        warm_up = chat_seconds + 3 if args.warm_up is None else args.warm_up
+        await asyncio.gather(*(paced(r, warm_up, tick) for r, tick in rates))
         await asyncio.to_thread(pool.begin)
         visitors.reset()
         cpu0 = [cpu_seconds(pid) for pid in pids]
@@ -229,25 +237,38 @@ async def run(workers: int, scale: float, args: argparse.Namespace) -> dict:
         window = time.perf_counter() - t0
         cpu = [cpu_seconds(pid) - c for pid, c in zip(pids, cpu0, strict=True)]
         gen, busy = time.process_time() - gen0, cpu_seconds() - all0
-        deadline = time.perf_counter() + args.drain
+        visitors.stopped = True
+        # Drained: every ack in, as many frames as expected, and none for 0.5 s
+        # (frames received include some of events from before the window).
+        deadline, quiet, last = time.perf_counter() + args.drain, 0, -1
         while time.perf_counter() < deadline:
             await asyncio.sleep(0.1)
             messages_sent = sum(1 for k in visitors.sent if k.startswith(b"m"))
             lifecycle = len(visitors.sent) - messages_sent
             expected = lifecycle * args.consoles + messages_sent
-            if not visitors.ack_due and await asyncio.to_thread(pool.received) >= expected:
+            received = await asyncio.to_thread(pool.received)
+            quiet, last = (quiet + 1 if received == last else 0), received
+            if not visitors.ack_due and received >= expected and quiet >= 5:
                 break
         result = await asyncio.to_thread(pool.end, visitors.sent)
         messages_sent = sum(1 for k in visitors.sent if k.startswith(b"m"))
         expected = (len(visitors.sent) - messages_sent) * args.consoles + messages_sent
         kinds = result.by_kind
         lifecycle_frames = sum(len(kinds.get(k, ())) for k in ("started", "identified", "ended"))
+        sent_by_kind = Counter(
+            k.rpartition(b":")[2].decode() if b":" in k else "message" for k in visitors.sent
+        )
+        lost_by_kind = {
+            kind: n * (1 if kind == "message" else args.consoles) - len(kinds.get(kind, ()))
+            for kind, n in sent_by_kind.items()
+        }
         others = busy - sum(cpu) - gen - result.cpu
         outcome = {
             "workers": workers, "scale": scale, "starts/s": starts, "messages/s": messages,
             "starts": visitors.starts, "started": len(visitors.started),
             "messages": visitors.messages, "acks": len(visitors.acks),
             "lost": expected - result.matched, "expected": expected,
+            "lost by event": {k: n for k, n in lost_by_kind.items() if n},
             "errors": dict(visitors.errors), "skipped": dict(visitors.skipped),
             "identified": kinds.get("identified", []), "message": kinds.get("message", []),
             "started_lat": visitors.started, "ack_lat": visitors.acks,
@@ -299,6 +320,8 @@ def show(o: dict) -> None:
         f"{o['acks']} acked; console frames lost {o['lost']} of {o['expected']}; "
         f"lifecycle frames/s {o['lifecycle frames/s']:.0f}"
     )
+    if o["lost by event"]:
+        print(f"  lost by event: {o['lost by event']}")
     print(f"  errors {o['errors'] or 'none'}; skipped {o['skipped'] or 'none'}")
     workers = ", ".join(f"{c:.0f}%" for c in o["worker CPU %"])
     print(
@@ -316,7 +339,9 @@ async def main(args: argparse.Namespace) -> bool:
     raise_open_files(2 * (args.visitors + args.consoles) + 1000)
     print(f"contact-center load: {args.visitors} visitors, {args.consoles} consoles, "
           f"{args.starts_per_second:g} starts/s, {args.messages_per_second:g} messages/s, "
-          f"{args.duration:g} s; daphne workers behind nginx, Redis, PostgreSQL; load average "
+          f"{args.duration:g} s measured after a warm-up of "
+          f"{'one chat + 3 s' if args.warm_up is None else f'{args.warm_up:g} s'}; "
+          f"daphne workers behind nginx, Redis, PostgreSQL; load average "
           f"{' '.join(Path('/proc/loadavg').read_text().split()[:3])}", flush=True)  # fmt: skip
     held: dict[int, dict] = {}
     full: dict[int, dict] = {}
@@ -361,7 +386,9 @@ if __name__ == "__main__":
     parser.add_argument("--starts-per-second", type=float, default=50)
     parser.add_argument("--messages-per-second", type=float, default=300)
     parser.add_argument("--duration", type=float, default=20, help="seconds measured")
-    parser.add_argument("--warm-up", type=float, default=3)
+    parser.add_argument(
+        "--warm-up", type=float, default=None, help="seconds; default: one chat's length + 3"
+    )
     parser.add_argument("--drain", type=float, default=5)
     parser.add_argument("--workers", type=lambda t: [int(n) for n in t.split(",")], default=[1, 2])
     parser.add_argument("--client-processes", type=int, default=2)

@@ -17,6 +17,8 @@ Across processes the layer is Redis pub/sub (channels-redis'
 subscription streams pushes in without a round trip per event (the list-based
 ``RedisChannelLayer`` needs four sequential round trips per received message,
 about 1,000 a second at best here, and drops what exceeds a channel's capacity).
+Each hub publishes what was queued meanwhile as one batch, so a busy
+loop's slow round trips do not cap a process's events a second either.
 Pub/sub forgets what it could not deliver, so every event carries its
 publisher's ``origin`` and a ``seq`` that grows by one, and each heartbeat (a
 message to the group every 2 s that must come back to this hub) the last
@@ -53,10 +55,10 @@ from cpweb.metrics import PUSH_FRAMES, PUSH_SECONDS
 
 log = logging.getLogger(__name__)
 
-GROUP_REFRESH_SECONDS = 3600  # channels-redis forgets group members after a day
 CATCH_UP_INTERVAL = 1.0
 CATCH_UP_WINDOW = timedelta(seconds=10)
 PUBLISH_WAIT_SECONDS = 2.0
+PUBLISH_BATCH = 200  # events in one channel-layer message, at most
 HEARTBEAT_SECONDS = 2.0
 HEARTBEAT_TIMEOUT = 3.0
 ORIGIN_FORGOTTEN_SECONDS = 600  # a publisher not heard from for this long has gone
@@ -157,24 +159,36 @@ class Hub:
             log.warning("hub: the channel layer is slow; acking before the push left")
 
     async def _publish(self, layer) -> None:
+        """Hand queued events to the layer in batches: everything queued while
+        the last batch was on its way goes out as one message. Under load a
+        busy event loop takes milliseconds to come round to a reply, and one
+        message per event would cap a process at a few hundred events a second."""
         while True:
-            event = await self._outbox.get()
-            if isinstance(event, asyncio.Future):
-                if not event.done():
-                    event.set_result(None)
-                continue
-            self._seq += 1
-            try:
-                await layer.group_send(
-                    HUB_GROUP, {**event, "origin": self.origin, "seq": self._seq}
-                )
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                # Committed but not pushed: sockets resync once the layer is back
-                # (and every other hub sees this number skipped).
-                self.gap = True
-                log.exception("hub: publishing %s failed", event["type"])
+            events: list[dict[str, Any]] = []
+            markers: list[asyncio.Future[None]] = []
+            item = await self._outbox.get()
+            while True:
+                if isinstance(item, asyncio.Future):
+                    markers.append(item)
+                else:
+                    self._seq += 1
+                    events.append({**item, "origin": self.origin, "seq": self._seq})
+                if self._outbox.empty() or len(events) >= PUBLISH_BATCH:
+                    break
+                item = self._outbox.get_nowait()
+            if events:
+                try:
+                    await layer.group_send(HUB_GROUP, {"type": "hub.batch", "events": events})
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    # Committed but not pushed: sockets resync once the layer is
+                    # back (and every other hub sees these numbers skipped).
+                    self.gap = True
+                    log.exception("hub: publishing %d events failed", len(events))
+            for marker in markers:
+                if not marker.done():
+                    marker.set_result(None)
 
     async def ping(self) -> None:
         """A message through the channel layer to this hub's own listener and back.
@@ -249,40 +263,38 @@ class Hub:
             )
 
     async def _listen(self, layer, channel: str) -> None:
-        joined_at = time.monotonic()
-        rejoin = False
         backoff = 0.1
         while True:
             try:
-                if rejoin or time.monotonic() - joined_at > GROUP_REFRESH_SECONDS:
-                    await layer.group_add(HUB_GROUP, channel)
-                    joined_at, rejoin = time.monotonic(), False
                 event = await layer.receive(channel)
                 backoff = 0.1
             except asyncio.CancelledError:
                 raise
             except Exception as error:
-                # Redis restarted, or a read timed out ("Timeout reading from
-                # …"): what was on the way may be lost, and a restarted Redis
-                # has forgotten the group. Join again, resync the sockets.
-                self.gap = rejoin = True
+                # channels-redis' pub/sub reader reconnects by itself; a layer
+                # that fails a read instead may have lost what was on the way.
+                self.gap = True
                 log.warning(
                     "hub: channel layer receive failed (%r); retrying in %.1fs", error, backoff
                 )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
-            if "origin" in event:
-                self._count(event)
             if event.get("type") in ("hub.ping", "hub.heartbeat"):
+                if "origin" in event:
+                    self._count(event)
                 waiter = self._pings.get(event.get("token", ""))
                 if waiter is not None and not waiter.done():
                     waiter.set_result(None)
                 continue
-            try:
-                await self.deliver(event)
-            except Exception:
-                log.exception("hub: delivering %s failed", event.get("type"))
+            # A hub's batch, or one event from a process without a hub (chat.events).
+            for one in event["events"] if event.get("type") == "hub.batch" else [event]:
+                if "origin" in one:
+                    self._count(one)
+                try:
+                    await self.deliver(one)
+                except Exception:
+                    log.exception("hub: delivering %s failed", one.get("type"))
 
     def _count(self, event: dict[str, Any]) -> None:
         """Note a publisher's numbered event or heartbeat; a number skipped is a gap."""

@@ -88,6 +88,7 @@ class Hub:
         self.origin = secrets.token_hex(8)
         self._seq = 0
         self._received: dict[str, tuple[int, float]] = {}
+        self.started_at = time.monotonic()
         self.loop = asyncio.get_running_loop()
         self._layer = None
         self._channel = ""
@@ -103,6 +104,7 @@ class Hub:
             layer = get_channel_layer()
             if layer is None:
                 return
+            self.started_at = time.monotonic()
             channel = await layer.new_channel("hub.")
             # Join before anything is published, or the first events are lost.
             await layer.group_add(HUB_GROUP, channel)
@@ -110,7 +112,7 @@ class Hub:
             self._spawn(self._listen(layer, channel))
             self._spawn(self._publish(layer))
             if isinstance(layer, InMemoryChannelLayer):
-                self._spawn(self._catch_up())
+                self._spawn(self._catch_up(layer, channel))
             else:
                 self._spawn(self._watch_layer(layer, channel))
 
@@ -288,23 +290,29 @@ class Hub:
                     waiter.set_result(None)
                 continue
             # A hub's batch, or one event from a process without a hub (chat.events).
-            for one in event["events"] if event.get("type") == "hub.batch" else [event]:
-                if "origin" in one:
-                    self._count(one)
+            for one in event.get("events", ()) if event.get("type") == "hub.batch" else [event]:
                 try:
+                    if "origin" in one:
+                        self._count(one)
                     await self.deliver(one)
                 except Exception:
                     log.exception("hub: delivering %s failed", one.get("type"))
 
     def _count(self, event: dict[str, Any]) -> None:
         """Note a publisher's numbered event or heartbeat; a number skipped is a gap."""
-        origin, now = event["origin"], time.monotonic()
+        origin, now, seq = event["origin"], time.monotonic(), event["seq"]
+        heartbeat = event["type"] == "hub.heartbeat"
         last = self._received.get(origin)
-        if event["type"] == "hub.heartbeat":
-            # Everything up to ``seq`` was published before this heartbeat.
-            seq, missed = event["seq"], last is not None and last[0] < event["seq"]
+        if last is None:
+            # A publisher not heard from yet. Every running one is heard (its
+            # heartbeat) within our first seconds; after that an unknown one has
+            # just started, and its numbers must start at the beginning.
+            settled = now - self.started_at > 2 * HEARTBEAT_SECONDS + HEARTBEAT_TIMEOUT
+            missed = settled and seq != (0 if heartbeat else 1)
+        elif heartbeat:
+            missed = last[0] < seq  # everything up to ``seq`` was published before it
         else:
-            seq, missed = event["seq"], last is not None and event["seq"] != last[0] + 1
+            missed = seq != last[0] + 1
         if missed and not self.gap:
             log.warning(
                 "hub: pushes from another process were lost (%s: %d after %d); resyncing",
@@ -316,9 +324,12 @@ class Hub:
         self._received[origin] = (max(seq, last[0]) if last else seq, now)
 
     async def _watch_layer(self, layer, channel: str) -> None:
-        """Every few seconds: join the group again and send it a heartbeat that
-        must come back here. One that does not is a gap; the first that does
-        after a gap resyncs every socket of this process."""
+        """Every few seconds: a heartbeat to the group that must come back here.
+        One that cannot be sent is a gap (Redis is down); the first that comes
+        back after a gap resyncs every socket of this process. One that is
+        merely late is not: a busy listener loses nothing, and resyncing every
+        console then would only add load (a lost push shows as a skipped
+        number, ``_count``)."""
         while True:
             await asyncio.sleep(HEARTBEAT_SECONDS)
             token = secrets.token_hex(8)
@@ -335,11 +346,13 @@ class Hub:
                 "seq": self._seq,
             }
             try:
-                await layer.group_add(HUB_GROUP, channel)
                 await layer.group_send(HUB_GROUP, heartbeat)
                 await asyncio.wait_for(waiter, HEARTBEAT_TIMEOUT)
             except asyncio.CancelledError:
                 raise
+            except TimeoutError:
+                log.warning("hub: a heartbeat took over %.0f s to come back", HEARTBEAT_TIMEOUT)
+                continue
             except Exception as error:
                 if not self.gap:
                     log.warning("hub: pushes are not coming through (%r)", error)
@@ -347,6 +360,8 @@ class Hub:
                 continue
             finally:
                 self._pings.pop(token, None)
+            horizon = time.monotonic() - ORIGIN_FORGOTTEN_SECONDS
+            self._received = {o: r for o, r in self._received.items() if r[1] > horizon}
             if self.gap:
                 self.gap = False
                 await self.resync()
@@ -363,12 +378,14 @@ class Hub:
             except Exception:
                 log.exception("hub: resyncing a socket failed")
 
-    async def _catch_up(self) -> None:
+    async def _catch_up(self, layer, channel: str) -> None:
         from chat.selectors import conversations_with_last_message, identity_changes_since
 
         while True:
             await asyncio.sleep(CATCH_UP_INTERVAL)
             try:
+                # The in-memory layer drops a group member after a day.
+                await layer.group_add(HUB_GROUP, channel)
                 since = timezone.now() - CATCH_UP_WINDOW
                 changes = await database_sync_to_async(identity_changes_since)(since)
                 # Only those this hub has not pushed are read whole: under load

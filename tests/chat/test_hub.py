@@ -11,10 +11,10 @@ import asyncio
 import os
 
 import pytest
-from channels.layers import get_channel_layer
+from channels.layers import channel_layers, get_channel_layer
 
 from chat.events import HUB_GROUP, encode
-from chat.hub import HEARTBEAT_SECONDS, HEARTBEAT_TIMEOUT, get_hub
+from chat.hub import CATCH_UP_INTERVAL, HEARTBEAT_SECONDS, HEARTBEAT_TIMEOUT, get_hub
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -115,3 +115,40 @@ async def test_events_queued_together_leave_in_one_message_in_order(
     for n in range(3):
         assert (await console.receive())["conversation"]["id"] == f"q{n}"
     assert hub.gap is False
+
+
+async def test_a_publisher_first_heard_mid_stream_is_a_gap_once_every_one_was_heard(
+    connect, agent_cookie
+):
+    """Every running hub is heard (its heartbeat) within a hub's first seconds;
+    after that a new publisher's numbers must start at 1, or its first pushes
+    were lost."""
+    console = await _console(connect, agent_cookie)
+    layer, hub = get_channel_layer(), await get_hub()
+    await layer.group_send(HUB_GROUP, _event(5, "early"))  # a publisher older than us
+    assert (await console.receive())["conversation"]["id"] == "early"
+    assert hub.gap is False
+    hub.started_at -= 60  # this hub has been up a minute
+    new = _event(1, "new")
+    new["events"][0]["origin"] = "a-new-process"
+    await layer.group_send(HUB_GROUP, new)
+    assert (await console.receive())["conversation"]["id"] == "new"
+    assert hub.gap is False
+    late = _event(3, "late")
+    late["events"][0]["origin"] = "another-new-process"  # its 1 and 2 never came
+    await layer.group_send(HUB_GROUP, late)
+    assert (await console.receive())["conversation"]["id"] == "late"
+    assert hub.gap is True
+
+
+async def test_the_in_memory_hub_joins_its_group_again(connect, agent_cookie, settings):
+    """The in-memory layer (one process, the default) forgets a group member
+    after a day; the hub joins again."""
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    channel_layers.backends.clear()
+    console = await _console(connect, agent_cookie)
+    layer, hub = get_channel_layer(), await get_hub()
+    await layer.group_discard(HUB_GROUP, hub._channel)  # as the day's expiry does
+    await asyncio.sleep(CATCH_UP_INTERVAL + 0.5)
+    await layer.group_send(HUB_GROUP, _event(1, "back"))
+    assert (await console.receive())["conversation"]["id"] == "back"

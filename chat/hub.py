@@ -106,8 +106,16 @@ class Hub:
                 return
             self.started_at = time.monotonic()
             channel = await layer.new_channel("hub.")
-            # Join before anything is published, or the first events are lost.
-            await layer.group_add(HUB_GROUP, channel)
+            try:
+                # Join before anything is published, or the first events are lost.
+                await layer.group_add(HUB_GROUP, channel)
+            except BaseException:
+                # Given up (a /healthz timeout cancels a start that hangs): the
+                # layer may hold the channel in the group already, and would
+                # queue every push for it with nobody reading.
+                discard = asyncio.ensure_future(layer.group_discard(HUB_GROUP, channel))
+                discard.add_done_callback(lambda task: task.cancelled() or task.exception())
+                raise
             self._layer, self._channel = layer, channel
             self._spawn(self._listen(layer, channel))
             self._spawn(self._publish(layer))

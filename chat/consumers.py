@@ -494,6 +494,11 @@ class ConsoleConsumer(JsonFrameConsumer):
     async def disconnect(self, code: int) -> None:
         self.hub.remove_console(self)
 
+    def forget(self, conversation_id: str) -> None:
+        """The conversation ended a while ago (chat.hub): stop tracking it."""
+        self.watching.discard(conversation_id)
+        self.delivered.pop(conversation_id, None)
+
     async def resync(self) -> None:
         """After a gap in pushes (chat.hub): a fresh snapshot, as on connect.
 

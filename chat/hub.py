@@ -39,7 +39,7 @@ import contextvars
 import logging
 import secrets
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Coroutine, Mapping
 from datetime import timedelta
 from typing import Any, Protocol
@@ -61,6 +61,7 @@ PUBLISH_WAIT_SECONDS = 2.0
 PUBLISH_BATCH = 200  # events in one channel-layer message, at most
 HEARTBEAT_SECONDS = 2.0
 HEARTBEAT_TIMEOUT = 3.0
+ENDED_LINGER_SECONDS = 10.0  # watchers of an ended conversation are kept this long
 ORIGIN_FORGOTTEN_SECONDS = 600  # a publisher not heard from for this long has gone
 
 
@@ -70,6 +71,8 @@ class Recipient(Protocol):
     async def deliver(self, frame: str, wire: bytes | None = None) -> bool | None: ...
 
     async def resync(self) -> None: ...
+
+    def forget(self, conversation_id: str) -> None: ...
 
 
 class Hub:
@@ -88,6 +91,10 @@ class Hub:
         self.origin = secrets.token_hex(8)
         self._seq = 0
         self._received: dict[str, tuple[int, float]] = {}
+        # (when, conversation id) of conversations ended, oldest first
+        self._ended: deque[tuple[float, str]] = deque()
+        # Only the in-memory layer's catch-up poll needs what identity was pushed.
+        self._catching_up = False
         self.started_at = time.monotonic()
         self.loop = asyncio.get_running_loop()
         self._layer = None
@@ -120,6 +127,7 @@ class Hub:
             self._spawn(self._listen(layer, channel))
             self._spawn(self._publish(layer))
             if isinstance(layer, InMemoryChannelLayer):
+                self._catching_up = True
                 self._spawn(self._catch_up(layer, channel))
             else:
                 self._spawn(self._watch_layer(layer, channel))
@@ -257,8 +265,11 @@ class Hub:
         conversation_id = event["conversation_id"]
         if event["type"] == "hub.conversation":
             consoles = list(self.consoles)
-            if "identity_updated_at" in event:
+            if "identity_updated_at" in event and self._catching_up:
                 self.pushed_identity[conversation_id] = event["identity_updated_at"]
+            if event["visitor"] is not None:  # "ended": nothing more will be posted
+                self._ended.append((time.monotonic(), conversation_id))
+            self._forget_ended()
         else:
             consoles = list(self.watchers.get(conversation_id, ()))
         await _send_all(consoles, event["console"])
@@ -271,6 +282,19 @@ class Hub:
             PUSH_SECONDS.labels(event["type"].removeprefix("hub.")).observe(
                 max(0.0, time.time() - event["committed_at"])
             )
+
+    def _forget_ended(self) -> None:
+        """Stop tracking who watches conversations that ended a while ago.
+
+        A console that never unwatches would otherwise hold every conversation
+        it ever watched, here and in the socket. Not at once: a message
+        committed just before the end may be pushed just after it.
+        """
+        horizon = time.monotonic() - ENDED_LINGER_SECONDS
+        while self._ended and self._ended[0][0] < horizon:
+            _, conversation_id = self._ended.popleft()
+            for console in self.watchers.pop(conversation_id, ()):
+                console.forget(conversation_id)
 
     async def _listen(self, layer, channel: str) -> None:
         backoff = 0.1

@@ -152,3 +152,41 @@ async def test_the_in_memory_hub_joins_its_group_again(connect, agent_cookie, se
     await asyncio.sleep(CATCH_UP_INTERVAL + 0.5)
     await layer.group_send(HUB_GROUP, _event(1, "back"))
     assert (await console.receive())["conversation"]["id"] == "back"
+
+
+async def test_watchers_of_a_conversation_ended_a_while_ago_are_forgotten(
+    connect, agent_cookie, monkeypatch
+):
+    """A console that watches every chat and never unwatches (a busy agent's
+    page left open for a week) must not make the process hold every
+    conversation it ever watched."""
+    from chat import hub as hub_module
+
+    console = await _console(connect, agent_cookie)
+    hub = await get_hub()
+    visitor = await connect("/ws/chat/")
+    await visitor.send({"type": "start", "email": "anna@example.com"})
+    conversation_id = (await visitor.receive())["conversation_id"]
+    await console.send({"type": "watch", "conversation_id": conversation_id})
+    await visitor.send({"type": "message", "text": "hello", "client_msg_id": "m1"})
+    assert (await visitor.receive())["type"] == "ack"
+    await console.receive_until(lambda f: f["type"] == "message")
+    assert console_watching(hub, conversation_id)
+    monkeypatch.setattr(hub_module, "ENDED_LINGER_SECONDS", 0.5)
+    await visitor.send({"type": "end"})
+    assert (await visitor.receive())["type"] == "ended"
+    await console.receive_until(lambda f: f.get("event") == "ended")
+    assert console_watching(hub, conversation_id)  # not at once: a late message may come
+    await asyncio.sleep(0.6)
+    other = await connect("/ws/chat/")
+    await other.send({"type": "start", "email": "someone.else@example.com"})
+    await console.receive_until(lambda f: f.get("event") == "started")
+    assert not console_watching(hub, conversation_id)
+
+
+def console_watching(hub, conversation_id: str) -> bool:
+    consoles = list(hub.consoles)
+    in_hub = conversation_id in hub.watchers
+    in_socket = any(conversation_id in c.watching or conversation_id in c.delivered for c in consoles)
+    assert in_hub == in_socket
+    return in_hub

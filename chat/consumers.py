@@ -17,14 +17,13 @@ from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError
 
 from chat import limits, services
-from chat.events import conversation_payload, encode, message_payload
+from chat.events import encode, message_payload
 from chat.hub import Hub, get_hub
 from chat.models import Conversation, Message, storable_text
 from chat.selectors import (
     conversation_for_token,
     conversation_get,
     messages_after,
-    open_conversations,
 )
 from chat.wire import Writer, scope_writer
 from cpweb.db import db
@@ -452,11 +451,6 @@ class VisitorConsumer(JsonFrameConsumer):
         await self.send(text_data=ENDED_FRAME)
 
 
-def _snapshot_frame() -> str:
-    conversations = [conversation_payload(c) for c in open_conversations()]
-    return encode({"type": "snapshot", "conversations": conversations})
-
-
 class ConsoleConsumer(JsonFrameConsumer):
     """``/ws/console/``: an agent's live view of every open conversation."""
 
@@ -487,7 +481,7 @@ class ConsoleConsumer(JsonFrameConsumer):
         self.watching: set[str] = set()
         self.pending = []
         self.hub.add_console(self)
-        snapshot = await db(_snapshot_frame)()
+        snapshot = await self.hub.snapshot(since=time.monotonic())
         await self.send(text_data=snapshot)
         await self.flush()
 
@@ -511,7 +505,7 @@ class ConsoleConsumer(JsonFrameConsumer):
         self.delivered.clear()
         self.pending = []
         try:
-            snapshot = await db(_snapshot_frame)()
+            snapshot = await self.hub.snapshot(since=time.monotonic())
             await self.send(text_data=snapshot)
         finally:
             await self.flush()

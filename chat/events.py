@@ -20,6 +20,7 @@ from django.conf import settings
 from django.db import transaction
 
 from chat.models import Conversation, Message
+from chat.selectors import open_conversations
 from directory.identify import Identity, crm_identifier
 from directory.normalize import Kind
 
@@ -110,6 +111,12 @@ def identity_for_mode(identity: Identity) -> Identity:
 
 def encode(frame: object) -> str:
     return json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
+
+
+def snapshot_frame() -> str:
+    """What a console gets on connect and after a gap: every open conversation (SPEC §4)."""
+    conversations = [conversation_payload(c) for c in open_conversations()]
+    return encode({"type": "snapshot", "conversations": conversations})
 
 
 def conversation_changed(

@@ -49,8 +49,16 @@ from channels.db import database_sync_to_async
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.utils import timezone
 
-from chat.events import HUB_GROUP, HubEvent, conversation_payload, encode, timestamp
+from chat.events import (
+    HUB_GROUP,
+    HubEvent,
+    conversation_payload,
+    encode,
+    snapshot_frame,
+    timestamp,
+)
 from chat.wire import text_frame
+from cpweb.db import db
 from cpweb.metrics import PUSH_FRAMES, PUSH_SECONDS
 
 log = logging.getLogger(__name__)
@@ -95,6 +103,9 @@ class Hub:
         self._ended: deque[tuple[float, str]] = deque()
         # Only the in-memory layer's catch-up poll needs what identity was pushed.
         self._catching_up = False
+        # The consoles' shared snapshot read (``snapshot``), and when it began.
+        self._snapshot: asyncio.Future[str] | None = None
+        self._snapshot_started = 0.0
         self.started_at = time.monotonic()
         self.loop = asyncio.get_running_loop()
         self._layer = None
@@ -399,16 +410,42 @@ class Hub:
                 await self.resync()
 
     async def resync(self) -> None:
-        """Tell every local socket to catch up from the database after a gap."""
+        """Tell every local socket to catch up from the database after a gap.
+
+        All at once: the consoles then share one snapshot (``snapshot``), and
+        the visitors' reads spread over the database threads."""
         recipients: list[Recipient] = list(self.consoles)
         for visitors in self.visitors.values():
             recipients.extend(visitors)
         log.warning("hub: pushes resumed after a gap; resyncing %d sockets", len(recipients))
-        for recipient in recipients:
-            try:
-                await recipient.resync()
-            except Exception:
-                log.exception("hub: resyncing a socket failed")
+        outcomes = await asyncio.gather(
+            *(recipient.resync() for recipient in recipients), return_exceptions=True
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, Exception):
+                log.error("hub: resyncing a socket failed", exc_info=outcome)
+
+    async def snapshot(self, since: float) -> str:
+        """The consoles' snapshot frame, read from the database after ``since``
+        (``time.monotonic()``, when the console began holding its pushes).
+
+        Consoles that connect or resync together share reads: a read begun
+        after a console began holding shows it everything it was not sent;
+        one in flight that began before waits, and the consoles that came
+        meanwhile share the next. 200 consoles reconnecting at once (a worker
+        killed, a resync after a gap) read the open conversations about
+        twice, not 200 times.
+        """
+        while True:
+            read = self._snapshot
+            if read is not None and self._snapshot_started >= since:
+                # Shielded: one console going away must not cancel the others' read.
+                return await asyncio.shield(read)
+            if read is not None and not read.done():
+                await asyncio.wait([read])
+                continue
+            self._snapshot_started = time.monotonic()
+            self._snapshot = asyncio.ensure_future(db(snapshot_frame)())
 
     async def _catch_up(self, layer, channel: str) -> None:
         from chat.selectors import conversations_with_last_message, identity_changes_since

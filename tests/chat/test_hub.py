@@ -187,6 +187,40 @@ async def test_watchers_of_a_conversation_ended_a_while_ago_are_forgotten(
 def console_watching(hub, conversation_id: str) -> bool:
     consoles = list(hub.consoles)
     in_hub = conversation_id in hub.watchers
-    in_socket = any(conversation_id in c.watching or conversation_id in c.delivered for c in consoles)
+    in_socket = any(conversation_id in c.watching or conversation_id in c.delivered
+                    for c in consoles)  # fmt: skip
     assert in_hub == in_socket
     return in_hub
+
+
+async def test_consoles_connecting_together_share_snapshot_reads(
+    connect, agent_cookie, monkeypatch
+):
+    """A worker killed, or a gap resynced: every console wants a snapshot at once.
+    Each must show what it was not sent, and they share the database reads."""
+    import time
+
+    from chat import hub as hub_module
+
+    reads = []
+    real = hub_module.snapshot_frame
+
+    def slow_read():
+        reads.append(time.monotonic())
+        time.sleep(0.2)  # a snapshot of many open conversations takes a while
+        return real()
+
+    monkeypatch.setattr(hub_module, "snapshot_frame", slow_read)
+    visitor = await connect("/ws/chat/")
+    await visitor.send({"type": "start", "email": "anna@example.com"})
+    conversation_id = (await visitor.receive())["conversation_id"]
+    consoles = await asyncio.gather(
+        *(connect("/ws/console/", cookie=agent_cookie) for _ in range(12))
+    )
+    for console in consoles:
+        snapshot = await console.receive()
+        assert snapshot["type"] == "snapshot"
+        assert [c["id"] for c in snapshot["conversations"]] == [conversation_id]
+    # Not one each: consoles reach the hub in waves (each first signs in), and
+    # a wave shares the read that begins after it.
+    assert len(reads) <= len(consoles) / 3

@@ -8,6 +8,7 @@ answers. It runs as the one command an engineer runs (a subprocess), about 90 s 
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -33,17 +34,21 @@ def test_a_short_soak_with_each_fault_loses_no_acked_message_and_no_5xx_outside_
 ):
     report_path = tmp_path / "soak.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+    # Its own process group: a soak that has to be stopped takes its cluster,
+    # Redis and PostgreSQL with it instead of leaving them running.
+    soak = subprocess.Popen(
+        [sys.executable, "bench/soak.py", *SHORT, "--json", str(report_path)],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )  # fmt: skip
     try:
         # The soak bounds itself (each fault must recover within 60 s); this is
         # only a guard, wide enough for a machine busy with other work.
-        done = subprocess.run(
-            [sys.executable, "bench/soak.py", *SHORT, "--json", str(report_path)],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
-        )  # fmt: skip
-    except subprocess.TimeoutExpired as hung:
-        said = hung.stdout.decode() if isinstance(hung.stdout, bytes) else hung.stdout
-        pytest.fail(f"the soak did not end within 600 s; it said:\n{said}")
-    output = done.stdout + done.stderr
+        output, _ = soak.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        os.killpg(soak.pid, signal.SIGKILL)
+        output, _ = soak.communicate()
+        pytest.fail(f"the soak did not end within 600 s; it said:\n{output}")
     assert report_path.exists(), output
     report = json.loads(report_path.read_text())
 

@@ -194,7 +194,7 @@ async def _serve(conn: Connection, mode: str, watch: bool) -> None:
                 if (sent_at := sent.get(key)) is not None:
                     latencies.append(at - sent_at)
                     matched_bytes += size
-                    kind = key.rpartition(b":")[2].decode() if b":" in key else "message"
+                    kind = kind_of(key)
                     kinds.setdefault(kind, array("d")).append(at - sent_at)
             conn.send((latencies.tobytes(), len(recorder.keys), matched_bytes,
                        time.process_time() - cpu0,
@@ -205,6 +205,12 @@ async def _serve(conn: Connection, mode: str, watch: bool) -> None:
                     client.transport.close()
             conn.send(True)
             return
+
+
+def kind_of(key: bytes) -> str:
+    """The event a sent key stands for: ``b"<id>:started"`` -> "started"; a message's key
+    has no colon."""
+    return key.rpartition(b":")[2].decode() if b":" in key else "message"
 
 
 def _floats(raw: bytes) -> array:

@@ -53,7 +53,7 @@ from websockets.exceptions import WebSocketException
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _consoles import ConsolePool
+from _consoles import ConsolePool, kind_of
 from webchat_load import KNOWN, cpu_seconds, login, pct
 
 from deploy.cluster import Cluster
@@ -255,9 +255,7 @@ async def run(workers: int, scale: float, args: argparse.Namespace) -> dict:
         expected = (len(visitors.sent) - messages_sent) * args.consoles + messages_sent
         kinds = result.by_kind
         lifecycle_frames = sum(len(kinds.get(k, ())) for k in ("started", "identified", "ended"))
-        sent_by_kind = Counter(
-            k.rpartition(b":")[2].decode() if b":" in k else "message" for k in visitors.sent
-        )
+        sent_by_kind = Counter(kind_of(key) for key in visitors.sent)
         lost_by_kind = {
             kind: n * (1 if kind == "message" else args.consoles) - len(kinds.get(kind, ()))
             for kind, n in sent_by_kind.items()

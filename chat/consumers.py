@@ -335,9 +335,13 @@ class VisitorConsumer(JsonFrameConsumer):
             for message in missed:
                 if message.sender == Message.Sender.AGENT:
                     await self._send_new(encode({"type": "message", **message_payload(message)}))
-            if self.ended_here == conversation_id:
-                pass  # on_end answers, even if this read came before its commit
-            elif current is not None and current.state != conversation.state:
+            # The socket's own "end" is answered by on_end, even if this read
+            # came before its commit.
+            if (
+                current is not None
+                and current.state != conversation.state
+                and self.ended_here != conversation_id
+            ):
                 conversation.state = current.state
                 if current.state == Conversation.State.ENDED:
                     await self.send(text_data=ENDED_FRAME)
@@ -481,7 +485,7 @@ class ConsoleConsumer(JsonFrameConsumer):
         self.watching: set[str] = set()
         self.pending = []
         self.hub.add_console(self)
-        snapshot = await self.hub.snapshot(since=time.monotonic())
+        snapshot = await self.hub.snapshot()
         await self.send(text_data=snapshot)
         await self.flush()
 
@@ -505,7 +509,7 @@ class ConsoleConsumer(JsonFrameConsumer):
         self.delivered.clear()
         self.pending = []
         try:
-            snapshot = await self.hub.snapshot(since=time.monotonic())
+            snapshot = await self.hub.snapshot()
             await self.send(text_data=snapshot)
         finally:
             await self.flush()

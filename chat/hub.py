@@ -106,7 +106,7 @@ class Hub:
         # The consoles' shared snapshot read (``snapshot``), and when it began.
         self._snapshot: asyncio.Future[str] | None = None
         self._snapshot_started = 0.0
-        self.started_at = time.monotonic()
+        self.started_at = time.monotonic()  # get_hub starts a hub as it makes it
         self.loop = asyncio.get_running_loop()
         self._layer = None
         self._channel = ""
@@ -122,7 +122,6 @@ class Hub:
             layer = get_channel_layer()
             if layer is None:
                 return
-            self.started_at = time.monotonic()
             channel = await layer.new_channel("hub.")
             try:
                 # Join before anything is published, or the first events are lost.
@@ -425,17 +424,18 @@ class Hub:
             if isinstance(outcome, Exception):
                 log.error("hub: resyncing a socket failed", exc_info=outcome)
 
-    async def snapshot(self, since: float) -> str:
-        """The consoles' snapshot frame, read from the database after ``since``
-        (``time.monotonic()``, when the console began holding its pushes).
+    async def snapshot(self) -> str:
+        """The consoles' snapshot frame, read from the database after this call.
 
-        Consoles that connect or resync together share reads: a read begun
-        after a console began holding shows it everything it was not sent;
+        A console calls it right after it began holding its pushes. Consoles
+        that connect or resync together share reads: a read begun after a
+        console began holding shows it everything it was not sent;
         one in flight that began before waits, and the consoles that came
         meanwhile share the next. 200 consoles reconnecting at once (a worker
         killed, a resync after a gap) read the open conversations about
         twice, not 200 times.
         """
+        since = time.monotonic()
         while True:
             read = self._snapshot
             if read is not None and self._snapshot_started >= since:

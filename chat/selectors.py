@@ -89,10 +89,13 @@ def open_conversations_with_identifiers(values: set[str] | None) -> QuerySet[Con
     return conversations
 
 
-def identity_changes_since(since: datetime) -> list[tuple[str, datetime]]:
-    """(id, identity_updated_at) of the open conversations whose identity changed since."""
+def identity_changes_since(since: datetime, *, until: datetime) -> list[tuple[str, datetime]]:
+    """(id, identity_updated_at) of the open conversations whose identity changed
+    after ``since`` and no later than ``until``."""
     changes = Conversation.objects.filter(
-        identity_updated_at__gt=since, state=Conversation.State.OPEN
+        identity_updated_at__gt=since,
+        identity_updated_at__lte=until,
+        state=Conversation.State.OPEN,
     ).values_list("pk", "identity_updated_at")
     return [(str(pk), stamp) for pk, stamp in changes]
 

@@ -11,10 +11,18 @@ import asyncio
 import os
 
 import pytest
+from channels.db import database_sync_to_async
 from channels.layers import channel_layers, get_channel_layer
+from django.utils import timezone
 
 from chat.events import HUB_GROUP, encode
-from chat.hub import CATCH_UP_INTERVAL, HEARTBEAT_SECONDS, HEARTBEAT_TIMEOUT, get_hub
+from chat.hub import (
+    CATCH_UP_GRACE,
+    CATCH_UP_INTERVAL,
+    HEARTBEAT_SECONDS,
+    HEARTBEAT_TIMEOUT,
+    get_hub,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -152,6 +160,41 @@ async def test_the_in_memory_hub_joins_its_group_again(connect, agent_cookie, se
     await asyncio.sleep(CATCH_UP_INTERVAL + 0.5)
     await layer.group_send(HUB_GROUP, _event(1, "back"))
     assert (await console.receive())["conversation"]["id"] == "back"
+
+
+async def test_the_in_memory_poll_leaves_a_fresh_change_to_its_push_then_catches_it(
+    connect, agent_cookie, settings
+):
+    """With the in-memory layer the hub polls for identity changes made by other
+    processes. A change committed a moment ago is still on its way to the hub:
+    pushing it from the poll too put an ``updated`` before the ``identified``
+    it repeated (a CRM framing the console was handed both). A change whose
+    push never comes is still pushed once the grace has passed."""
+    from chat.models import Conversation
+
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    channel_layers.backends.clear()
+    console = await _console(connect, agent_cookie)
+    visitor = await connect("/ws/chat/")
+    await visitor.send({"type": "start", "email": "walter.inn@example.com"})
+    conversation_id = (await visitor.receive())["conversation_id"]
+    await console.receive_until(
+        lambda f: f.get("event") == "identified" and f["conversation"]["id"] == conversation_id
+    )
+
+    def rename_without_a_push() -> None:  # as another process's commit whose push is late
+        conversation = Conversation.objects.get(pk=conversation_id)
+        conversation.identity = {**conversation.identity, "display_name": "Walter Inn"}
+        conversation.identity_updated_at = timezone.now()
+        conversation.save(update_fields=["identity", "identity_updated_at"])
+
+    await database_sync_to_async(rename_without_a_push)()
+    assert await console.nothing(timeout=CATCH_UP_INTERVAL + 0.5)  # the poll ran, and waited
+    grace = CATCH_UP_GRACE.total_seconds()
+    frame = await console.receive(timeout=grace + CATCH_UP_INTERVAL + 3)
+    assert frame["event"] == "updated"
+    assert frame["conversation"]["identity"]["display_name"] == "Walter Inn"
+    assert await console.nothing(timeout=CATCH_UP_INTERVAL + 0.5)  # and only once
 
 
 async def test_watchers_of_a_conversation_ended_a_while_ago_are_forgotten(

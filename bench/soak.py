@@ -65,7 +65,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Coroutine
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -113,15 +113,19 @@ class Window:
 
 @dataclass
 class Process:
-    """One daphne process of the run: RSS when measuring starts and at its end."""
+    """One daphne process of the run: RSS and open sockets when measuring starts
+    and at its end, and every 5 s between (``samples``: seconds, MB, sockets)."""
 
     worker: int
     pid: int
     since: float
     start_mb: float
     end_mb: float
+    start_sockets: int
+    end_sockets: int = 0
     until: float = math.nan
     killed: bool = False
+    samples: list[tuple[float, float, int]] = field(default_factory=list)
 
     @property
     def growth(self) -> float:
@@ -323,14 +327,19 @@ class Soak:
         known = {process.pid for process in self.processes}
         for worker in self.cluster.workers:
             if worker.pid is not None and worker.running() and worker.pid not in known:
-                rss = rss_mb(worker.pid)
-                self.processes.append(Process(worker.index, worker.pid, clock(), rss, rss))
+                rss, sockets = rss_mb(worker.pid), open_sockets(worker.pid)
+                self.processes.append(
+                    Process(worker.index, worker.pid, clock(), rss, rss, sockets, sockets)
+                )
 
     def sample_rss(self) -> None:
         for process in self.processes:
             if not process.killed:
                 with contextlib.suppress(OSError):
                     process.end_mb = rss_mb(process.pid)
+                    process.end_sockets = open_sockets(process.pid)
+                    sample = (round(self.at(clock()), 1), round(process.end_mb, 1))
+                    process.samples.append((*sample, process.end_sockets))
 
     async def watch_memory(self) -> None:
         while True:
@@ -611,6 +620,17 @@ async def drive(soak: Soak) -> dict[str, Any]:
     return report(soak, found, len(stored), unacked, tracebacks)
 
 
+def open_sockets(pid: int) -> int:
+    """Sockets the process holds: its clients' connections through nginx, and a
+    few of its own (PostgreSQL, Redis, the listening one)."""
+    fds = Path(f"/proc/{pid}/fd")
+    count = 0
+    for fd in fds.iterdir():
+        with contextlib.suppress(OSError):
+            count += fd.readlink().name.startswith("socket:")
+    return count
+
+
 def report(
     soak: Soak, found: int, stored: int, unacked: int, tracebacks: Counter[str]
 ) -> dict[str, Any]:
@@ -685,9 +705,13 @@ def show(result: dict[str, Any]) -> None:
         print(f"    outside: {line}")
     for p in result["rss"]:
         end = "killed" if p["killed"] else "end"
-        print(f"  RSS worker {p['worker']} pid {p['pid']}: {p['start_mb']:.1f} MB at "
-              f"{p['since']:.0f} s -> {p['end_mb']:.1f} MB at {p['until']:.0f} s ({end}): "
-              f"{p['growth_pct']:+.1f} %")  # fmt: skip
+        print(
+            f"  RSS worker {p['worker']} pid {p['pid']}: {p['start_mb']:.1f} MB at "
+            f"{p['since']:.0f} s -> {p['end_mb']:.1f} MB at {p['until']:.0f} s ({end}): "
+            f"{p['growth_pct']:+.1f} %; sockets {p['start_sockets']} -> {p['end_sockets']}"
+        )
+        print("    every 30 s (s MB sockets): " + ", ".join(
+            f"{t:g} {mb:g} {n}" for t, mb, n in p["samples"][::6]))  # fmt: skip
     for name, lat in result["latency"].items():
         print(f"  {name} outside fault windows: p50 {lat['p50_ms']:.0f} ms, "
               f"p99 {lat['p99_ms']:.0f} ms ({lat['samples']} samples)")  # fmt: skip

@@ -485,8 +485,7 @@ class ConsoleConsumer(JsonFrameConsumer):
         self.watching: set[str] = set()
         self.pending = []
         self.hub.add_console(self)
-        snapshot = await self.hub.snapshot()
-        await self.send(text_data=snapshot)
+        await self._send_snapshot()
         await self.flush()
 
     async def disconnect(self, code: int) -> None:
@@ -509,10 +508,15 @@ class ConsoleConsumer(JsonFrameConsumer):
         self.delivered.clear()
         self.pending = []
         try:
-            snapshot = await self.hub.snapshot()
-            await self.send(text_data=snapshot)
+            await self._send_snapshot()
         finally:
             await self.flush()
+
+    async def _send_snapshot(self) -> None:
+        # The consoles sharing a snapshot share its frame's bytes, too (chat.wire).
+        frame, wire = await self.hub.snapshot()
+        if self.write_frame is None or not self.write_frame(wire):
+            await self.send(text_data=frame)
 
     async def _conversation(self, frame: dict[str, Any]) -> Conversation:
         conversation_id = frame.get("conversation_id")

@@ -108,7 +108,7 @@ class Hub:
         # Only the in-memory layer's catch-up poll needs what identity was pushed.
         self._catching_up = False
         # The consoles' shared snapshot read (``snapshot``), and when it began.
-        self._snapshot: asyncio.Future[str] | None = None
+        self._snapshot: asyncio.Future[tuple[str, bytes]] | None = None
         self._snapshot_started = 0.0
         self.started_at = time.monotonic()  # get_hub starts a hub as it makes it
         self.loop = asyncio.get_running_loop()
@@ -195,6 +195,7 @@ class Hub:
         the last batch was on its way goes out as one message. Under load a
         busy event loop takes milliseconds to come round to a reply, and one
         message per event would cap a process at a few hundred events a second."""
+        unpublished = 0  # events not published since the layer last took one
         while True:
             events: list[dict[str, Any]] = []
             markers: list[asyncio.Future[None]] = []
@@ -217,7 +218,15 @@ class Hub:
                     # Committed but not pushed: sockets resync once the layer is
                     # back (and every other hub sees these numbers skipped).
                     self.gap = True
-                    log.exception("hub: publishing %d events failed", len(events))
+                    if not unpublished:  # the first of an outage, with its cause
+                        log.exception("hub: publishing %d events failed", len(events))
+                    unpublished += len(events)
+                else:
+                    if unpublished:
+                        log.warning(
+                            "hub: publishing again; %d events were not published", unpublished
+                        )
+                    unpublished = 0
             for marker in markers:
                 if not marker.done():
                     marker.set_result(None)
@@ -428,8 +437,9 @@ class Hub:
             if isinstance(outcome, Exception):
                 log.error("hub: resyncing a socket failed", exc_info=outcome)
 
-    async def snapshot(self) -> str:
-        """The consoles' snapshot frame, read from the database after this call.
+    async def snapshot(self) -> tuple[str, bytes]:
+        """The consoles' snapshot frame, read from the database after this call,
+        and as a websocket frame (chat.wire), encoded once for all who share it.
 
         A console calls it right after it began holding its pushes. Consoles
         that connect or resync together share reads: a read begun after a
@@ -437,7 +447,8 @@ class Hub:
         one in flight that began before waits, and the consoles that came
         meanwhile share the next. 200 consoles reconnecting at once (a worker
         killed, a resync after a gap) read the open conversations about
-        twice, not 200 times.
+        twice, not 200 times, and hold one copy of it, not 200 (a snapshot of
+        1,000 open conversations is about 1 MB).
         """
         since = time.monotonic()
         while True:
@@ -449,7 +460,7 @@ class Hub:
                 await asyncio.wait([read])
                 continue
             self._snapshot_started = time.monotonic()
-            self._snapshot = asyncio.ensure_future(db(snapshot_frame)())
+            self._snapshot = asyncio.ensure_future(db(_snapshot_frames)())
 
     async def _catch_up(self, layer, channel: str) -> None:
         from chat.selectors import conversations_with_last_message, identity_changes_since
@@ -497,6 +508,11 @@ class Hub:
                 raise
             except Exception:
                 log.exception("hub: catch-up poll failed")
+
+
+def _snapshot_frames() -> tuple[str, bytes]:
+    frame = snapshot_frame()
+    return frame, text_frame(frame)
 
 
 async def _send_all(recipients: list[Recipient], frame: str) -> None:

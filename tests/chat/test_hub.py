@@ -162,6 +162,38 @@ async def test_the_in_memory_hub_joins_its_group_again(connect, agent_cookie, se
     assert (await console.receive())["conversation"]["id"] == "back"
 
 
+async def test_a_layer_outage_is_logged_once_with_its_cause_and_once_when_it_ends(
+    connect, agent_cookie, caplog, monkeypatch
+):
+    """While the layer is down every batch fails; an operator wants the cause
+    and how much went unpublished, not a traceback per batch (2,313 in one
+    10-minute soak)."""
+    console = await _console(connect, agent_cookie)
+    layer, hub = get_channel_layer(), await get_hub()
+    real_send = layer.group_send
+
+    async def down(group: str, message: dict) -> None:
+        if message["type"] == "hub.batch":
+            raise ConnectionError("Connection refused (Redis is down)")
+        await real_send(group, message)
+
+    monkeypatch.setattr(layer, "group_send", down)
+    for n in range(3):
+        hub.publish_threadsafe(_event(1, f"lost{n}")["events"][0])
+        await hub.published()
+    monkeypatch.setattr(layer, "group_send", real_send)
+    hub.publish_threadsafe(_event(1, "back")["events"][0])
+    await hub.published()
+    assert (await console.receive())["conversation"]["id"] == "back"
+    failures = [r for r in caplog.records if "publishing" in r.getMessage()]
+    assert [(r.levelname, r.exc_info is not None) for r in failures] == [
+        ("ERROR", True),
+        ("WARNING", False),
+    ]
+    assert "Redis is down" in caplog.text
+    assert failures[1].getMessage() == "hub: publishing again; 3 events were not published"
+
+
 async def test_the_in_memory_poll_leaves_a_fresh_change_to_its_push_then_catches_it(
     connect, agent_cookie, settings
 ):

@@ -25,7 +25,7 @@ from chat.selectors import (
     conversation_get,
     messages_after,
 )
-from chat.wire import Writer, scope_writer
+from chat.wire import CLOSED, Writer, scope_writer
 from cpweb.db import db
 from cpweb.metrics import OPEN_SOCKETS
 from cpweb.middleware import CLOSE_TRY_AGAIN
@@ -186,7 +186,12 @@ class JsonFrameConsumer(AsyncWebsocketConsumer):
             ) from exc
 
     async def send_frame(self, frame: object) -> None:
-        await self.send(text_data=encode(frame))
+        try:
+            await self.send(text_data=encode(frame))
+        except CLOSED:
+            # The client closed while its answer was on the way: nobody to
+            # tell, and nothing lost (what it sent unacked, it sends again).
+            log.debug("%s socket closed before its answer", self.socket_kind)
 
     # Pushes that arrive while a snapshot, a history or a replay is being
     # sent wait here, so the client sees the state first and changes after.

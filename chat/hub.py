@@ -47,6 +47,7 @@ from weakref import WeakKeyDictionary
 
 from channels.db import database_sync_to_async
 from channels.layers import InMemoryChannelLayer, get_channel_layer
+from django.conf import settings
 from django.utils import timezone
 
 from chat.events import (
@@ -59,6 +60,7 @@ from chat.events import (
 )
 from chat.wire import text_frame
 from cpweb.db import db
+from cpweb.memory import release_free_memory
 from cpweb.metrics import PUSH_FRAMES, PUSH_SECONDS
 
 log = logging.getLogger(__name__)
@@ -145,6 +147,13 @@ class Hub:
                 self._spawn(self._catch_up(layer, channel))
             else:
                 self._spawn(self._watch_layer(layer, channel))
+            if settings.CP_MEMORY_TRIM_SECONDS:
+                self._spawn(self._trim_memory(settings.CP_MEMORY_TRIM_SECONDS))
+
+    async def _trim_memory(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            await asyncio.to_thread(release_free_memory)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         # A fresh context: the hub outlives the request or socket that started

@@ -31,6 +31,13 @@ Writer = Callable[[bytes], bool]
 
 SCOPE_KEY = "cpweb.frame_writer"
 
+try:  # What daphne's send raises once the client has closed the connection.
+    from autobahn.exception import Disconnected
+
+    CLOSED: tuple[type[Exception], ...] = (Disconnected,)
+except ImportError:  # pragma: no cover - daphne (and autobahn) is a dependency
+    CLOSED = ()
+
 
 def text_frame(text: str) -> bytes:
     """One final, unmasked text frame (RFC 6455 §5.2) carrying ``text``."""

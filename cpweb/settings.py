@@ -150,6 +150,8 @@ CP_DB_THREADS = env_int(
     "CP_DB_THREADS", 1 if _database["ENGINE"] == "django.db.backends.sqlite3" else 4, minimum=1
 )
 DATABASES = {"default": _database}
+# Seconds between handing freed memory back to the OS (cpweb/memory.py); 0: never.
+CP_MEMORY_TRIM_SECONDS = env_int("CP_MEMORY_TRIM_SECONDS", 30)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Channel layer ----------------------------------------------------------

@@ -467,3 +467,23 @@ async def test_a_message_pushed_late_still_reaches_a_console_that_has_newer_ones
     assert pushed["message"]["message_id"] == late.pk
     await sync(push_again, late)
     assert await console.nothing()  # already shown once
+
+
+async def test_an_answer_to_a_client_that_has_just_closed_is_dropped_without_a_traceback():
+    """The soak's visitors close as their chat ends: daphne refuses the answer
+    to a frame sent just before (``Disconnected``), which used to escape the
+    consumer and fill the log with "Exception inside application"."""
+    from autobahn.exception import Disconnected
+
+    from chat.consumers import VisitorConsumer
+
+    consumer = VisitorConsumer()
+    sent = []
+
+    async def closed(message: dict) -> None:
+        sent.append(message)
+        raise Disconnected("Attempt to send on a closed protocol")
+
+    consumer.base_send = closed
+    await consumer.send_frame({"type": "error", "code": "conversation_ended", "message": "Ended."})
+    assert sent and sent[0]["type"] == "websocket.send"

@@ -35,9 +35,12 @@ a. lost messages: every acked message_id is in the cluster's database afterwards
    conversation, with its client_msg_id and text (acked, found, lost = acked - found: 0);
 b. HTTP 5xx (prober answers and websocket handshakes): none outside the fault windows;
    prober requests that failed outside them (no answer) are failures too;
-c. memory: VmRSS of each worker process after the warm-up (a restarted worker: at the end of
-   its fault window) and at its end (killed, or the end of the run), and the growth; above
-   --max-rss-growth % (25) fails; every fault must have recovered (all workers ready).
+c. memory: VmRSS of each worker process after the warm-up (a restarted worker: --settle
+   seconds (30) after its fault window, when it carries its share of the sockets again; it
+   starts with none) and at its end (killed, or the end of the run), and the growth; above
+   --max-rss-growth % (25) fails; every fault must have recovered (all workers ready). Each
+   worker's RSS and open sockets over the run (about every 30 s) are printed too: a leak climbs, a burst's
+   high-water mark is a step.
 d. for information: p50/p99 start -> identified on the consoles and message -> ack at the
    visitor, counted outside the fault windows only.
 --json PATH writes the report as JSON too (tests/deploy/test_soak.py reads it).
@@ -114,14 +117,16 @@ class Window:
 @dataclass
 class Process:
     """One daphne process of the run: RSS and open sockets when measuring starts
-    and at its end, and every 5 s between (``samples``: seconds, MB, sockets)."""
+    (``since``; not before ``settles_at``) and at its end, and every 5 s between
+    (``samples``: seconds, MB, sockets)."""
 
     worker: int
     pid: int
-    since: float
-    start_mb: float
-    end_mb: float
-    start_sockets: int
+    settles_at: float
+    since: float = math.nan
+    start_mb: float = math.nan
+    end_mb: float = math.nan
+    start_sockets: int = 0
     end_sockets: int = 0
     until: float = math.nan
     killed: bool = False
@@ -280,7 +285,7 @@ class Soak:
             self.say(f"fault {kind}: {window.note}")
         await asyncio.sleep(self.args.grace)
         window.end = clock()
-        self.track_processes()
+        self.track_processes(settle=self.args.settle)
 
     async def break_and_mend(self, kind: str, window: Window) -> None:
         down = self.args.fault_seconds
@@ -322,23 +327,27 @@ class Soak:
 
     # --- Memory and the prober -----------------------------------------------------
 
-    def track_processes(self) -> None:
-        """Start measuring the workers' processes not measured yet (a restarted one)."""
+    def track_processes(self, settle: float = 0) -> None:
+        """Start measuring the workers' processes not measured yet: a restarted
+        one from ``settle`` seconds on, once it carries its share of the sockets
+        again (it starts with none; visitors come back as their chats end)."""
         known = {process.pid for process in self.processes}
         for worker in self.cluster.workers:
             if worker.pid is not None and worker.running() and worker.pid not in known:
-                rss, sockets = rss_mb(worker.pid), open_sockets(worker.pid)
-                self.processes.append(
-                    Process(worker.index, worker.pid, clock(), rss, rss, sockets, sockets)
-                )
+                self.processes.append(Process(worker.index, worker.pid, clock() + settle))
+        self.sample_rss()
 
     def sample_rss(self) -> None:
+        now = clock()
         for process in self.processes:
             if not process.killed:
                 with contextlib.suppress(OSError):
                     process.end_mb = rss_mb(process.pid)
                     process.end_sockets = open_sockets(process.pid)
-                    sample = (round(self.at(clock()), 1), round(process.end_mb, 1))
+                    if math.isnan(process.start_mb) and now >= process.settles_at:
+                        process.since, process.start_mb = now, process.end_mb
+                        process.start_sockets = process.end_sockets
+                    sample = (round(self.at(now), 1), round(process.end_mb, 1))
                     process.samples.append((*sample, process.end_sockets))
 
     async def watch_memory(self) -> None:
@@ -705,12 +714,15 @@ def show(result: dict[str, Any]) -> None:
         print(f"    outside: {line}")
     for p in result["rss"]:
         end = "killed" if p["killed"] else "end"
-        print(
-            f"  RSS worker {p['worker']} pid {p['pid']}: {p['start_mb']:.1f} MB at "
-            f"{p['since']:.0f} s -> {p['end_mb']:.1f} MB at {p['until']:.0f} s ({end}): "
-            f"{p['growth_pct']:+.1f} %; sockets {p['start_sockets']} -> {p['end_sockets']}"
-        )
-        print("    every 30 s (s MB sockets): " + ", ".join(
+        if math.isnan(p["start_mb"]):
+            print(f"  RSS worker {p['worker']} pid {p['pid']}: not measured (it ended before "
+                  f"it settled), {p['end_mb']:.1f} MB at {p['until']:.0f} s ({end})")  # fmt: skip
+        else:
+            print(f"  RSS worker {p['worker']} pid {p['pid']}: {p['start_mb']:.1f} MB at "
+                  f"{p['since']:.0f} s -> {p['end_mb']:.1f} MB at {p['until']:.0f} s ({end}): "
+                  f"{p['growth_pct']:+.1f} %; sockets {p['start_sockets']} -> "
+                  f"{p['end_sockets']}")  # fmt: skip
+        print("    over time (s MB sockets): " + ", ".join(
             f"{t:g} {mb:g} {n}" for t, mb, n in p["samples"][::6]))  # fmt: skip
     for name, lat in result["latency"].items():
         print(f"  {name} outside fault windows: p50 {lat['p50_ms']:.0f} ms, "
@@ -767,6 +779,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--drain", type=float, default=30, help="seconds for the last acks")
     parser.add_argument("--probe-every", type=float, default=0.2, help="seconds (0.2)")
     parser.add_argument("--max-rss-growth", type=float, default=25, help="percent (25)")
+    parser.add_argument("--settle", type=float, default=30,
+                        help="seconds after its fault window before a restarted worker's RSS is "
+                             "measured (30)")  # fmt: skip
     parser.add_argument("--var-dir", help="keep the cluster's logs here")
     parser.add_argument("--json", type=Path, help="write the report here too")
     args = parser.parse_args(argv)

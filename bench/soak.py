@@ -39,8 +39,8 @@ c. memory: VmRSS of each worker process after the warm-up (a restarted worker: -
    seconds (30) after its fault window, when it carries its share of the sockets again; it
    starts with none) and at its end (killed, or the end of the run), and the growth; above
    --max-rss-growth % (25) fails; every fault must have recovered (all workers ready). Each
-   worker's RSS and open sockets over the run (about every 30 s) are printed too: a leak climbs, a burst's
-   high-water mark is a step.
+   worker's RSS and open sockets over the run (about every 30 s) are printed too: a leak
+   climbs, a burst's high-water mark is a step.
 d. for information: p50/p99 start -> identified on the consoles and message -> ack at the
    visitor, counted outside the fault windows only.
 --json PATH writes the report as JSON too (tests/deploy/test_soak.py reads it).

@@ -43,8 +43,7 @@ def release_free_memory() -> bool:
         return False
     before, started = rss_mb(), time.perf_counter()
     _trim(0)
-    log.info(
-        "memory: trimmed, RSS %.1f -> %.1f MB in %.1f ms",
-        before, rss_mb(), 1000 * (time.perf_counter() - started),
-    )  # fmt: skip
+    after, took = rss_mb(), 1000 * (time.perf_counter() - started)
+    level = logging.INFO if before - after >= 5 else logging.DEBUG
+    log.log(level, "memory: trimmed, RSS %.1f -> %.1f MB in %.1f ms", before, after, took)
     return True

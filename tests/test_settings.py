@@ -49,6 +49,7 @@ def _check(tmp_path, **env: str) -> subprocess.CompletedProcess[str]:
         ({"EMAIL_INBOUND_MAX_BYTES": "big"}, "EMAIL_INBOUND_MAX_BYTES"),
         ({"CP_IMPORT_UPLOAD_MAX_BYTES": "12"}, "CP_IMPORT_UPLOAD_MAX_BYTES"),
         ({"CP_IMPORT_FILE_MAX_BYTES": "1e3"}, "CP_IMPORT_FILE_MAX_BYTES"),
+        ({"CP_MEMORY_TRIM_SECONDS": "-5"}, "CP_MEMORY_TRIM_SECONDS"),
     ],
 )
 def test_bad_configuration_fails_at_start_up_naming_the_variable(tmp_path, env, named):

@@ -414,16 +414,19 @@ class VisitorConsumer(JsonFrameConsumer):
         self.delivered[str(conversation.pk)] = Delivered(after, (m.pk for m in missed))
         await self.flush()
 
-    def _open_conversation(self) -> Conversation:
+    def _open_conversation(self, client_msg_id: str) -> Conversation:
+        # The error names the message it refuses, as an ack would.
         if self.conversation is None:
-            raise FrameError("not_started", "Send 'start' (or 'resume') first.")
+            raise FrameError("not_started", "Send 'start' (or 'resume') first.",
+                             client_msg_id=client_msg_id)  # fmt: skip
         if self.conversation.state != Conversation.State.OPEN:
-            raise FrameError("conversation_ended", "This conversation has ended.")
+            raise FrameError("conversation_ended", "This conversation has ended.",
+                             client_msg_id=client_msg_id)  # fmt: skip
         return self.conversation
 
     async def on_message(self, frame: dict[str, Any]) -> None:
-        conversation = self._open_conversation()
         client_msg_id = _client_msg_id(frame)
+        conversation = self._open_conversation(client_msg_id)
         text = _text(frame, client_msg_id)
         message = await db(services.message_post)(
             conversation=conversation,

@@ -142,9 +142,9 @@ async def test_end_tells_the_visitor_and_every_console(connect, agent_cookie):
     ended = await console.receive_until(_event("ended"))
     assert ended["conversation"]["state"] == "ended"
     assert await visitor.nothing()  # answered once, though the hub pushes it too
-    await visitor.send({"type": "message", "text": "after the end"})
+    await visitor.send({"type": "message", "text": "after the end", "client_msg_id": "late-1"})
     error = await visitor.receive()
-    assert error["code"] == "conversation_ended"
+    assert (error["code"], error["client_msg_id"]) == ("conversation_ended", "late-1")
     _, snapshot = await _console(connect, agent_cookie)
     assert snapshot["conversations"] == []
 

@@ -42,8 +42,9 @@ launcher adds unless ``env`` or the environment sets them: ``CPWEB_VAR_DIR``
 (a temporary directory, removed on exit, or ``var_dir``), a
 ``CP_CHANNEL_PREFIX`` of the cluster's own (several clusters can share one
 Redis), ``CP_TRUSTED_PROXIES=127.0.0.1`` (nginx), ``DJANGO_ALLOWED_HOSTS``
-of 127.0.0.1 and localhost, and the demo API token ``CP_API_TOKEN``, as
-``make run`` does. Every worker shares the var directory and so the secret
+of 127.0.0.1 and localhost, the demo API token ``CP_API_TOKEN``, as
+``make run`` does, and ``PYTHONMALLOC=malloc`` (memory freed after a burst
+goes back to the OS). Every worker shares the var directory and so the secret
 key that signs sessions: an agent signed in through one worker is signed in
 on all. The demo users are ``DEMO_ADMIN`` and ``DEMO_AGENT``.
 
@@ -194,6 +195,11 @@ class Cluster:
         # scrape through nginx) answers for all of them (cpweb/metrics.py).
         self.env.setdefault("PROMETHEUS_MULTIPROC_DIR", str(self.var_dir / "metrics"))
         self.env.setdefault("DJANGO_SETTINGS_MODULE", "cpweb.settings")
+        # glibc's malloc instead of pymalloc: pymalloc's 1 MiB arenas stay
+        # mapped while any object in them lives, so the hub's periodic
+        # malloc_trim (CP_MEMORY_TRIM_SECONDS) cannot hand a burst's memory
+        # back; with malloc it can (README "A bounded soak with faults").
+        self.env.setdefault("PYTHONMALLOC", "malloc")
         self.env["PYTHONUNBUFFERED"] = "1"
 
         # Workers listen on loopback only, whatever nginx listens on: nginx is

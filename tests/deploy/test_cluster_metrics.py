@@ -1,11 +1,13 @@
 """Metrics of a multi-worker deployment: one scrape through nginx counts every
-worker, and a worker that died stops counting its open sockets.
+worker, and a worker that died stops counting its open sockets; and the
+launcher's workers run on glibc's malloc.
 
 Two real daphne workers share one PROMETHEUS_MULTIPROC_DIR (the launcher's
 default), one PostgreSQL database and one Redis, behind nginx.
 """
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -54,3 +56,11 @@ async def test_a_killed_workers_sockets_stop_counting(pair):
             await socket.close()
         pair.start_worker(1)
     assert value(_scrape(pair.url), "cpweb_open_sockets", kind="visitor") == 0
+
+
+def test_workers_run_on_glibc_malloc_so_that_the_hubs_trim_reaches_python_objects(pair):
+    # README "A bounded soak with faults": with pymalloc a worker stayed at the
+    # height of its last burst; the launcher starts workers with glibc's malloc.
+    for worker in pair.workers:
+        environ = Path(f"/proc/{worker.pid}/environ").read_bytes().split(b"\0")
+        assert b"PYTHONMALLOC=malloc" in environ

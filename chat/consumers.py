@@ -185,13 +185,19 @@ class JsonFrameConsumer(AsyncWebsocketConsumer):
                 "unavailable", "The service is briefly unavailable; try again.", **extra
             ) from exc
 
-    async def send_frame(self, frame: object) -> None:
+    async def send(
+        self, text_data: str | None = None, bytes_data: bytes | None = None, close: bool = False
+    ) -> None:
         try:
-            await self.send(text_data=encode(frame))
+            await super().send(text_data=text_data, bytes_data=bytes_data, close=close)
         except CLOSED:
-            # The client closed while its answer was on the way: nobody to
-            # tell, and nothing lost (what it sent unacked, it sends again).
-            log.debug("%s socket closed before its answer", self.socket_kind)
+            # The client closed while this frame was on the way: nobody to
+            # tell, and nothing lost (what it sent unacked, it sends again;
+            # a console resyncs from its snapshot).
+            log.debug("%s socket closed before a frame reached it", self.socket_kind)
+
+    async def send_frame(self, frame: object) -> None:
+        await self.send(text_data=encode(frame))
 
     # Pushes that arrive while a snapshot, a history or a replay is being
     # sent wait here, so the client sees the state first and changes after.

@@ -67,9 +67,10 @@ log = logging.getLogger(__name__)
 
 CATCH_UP_INTERVAL = 1.0
 CATCH_UP_WINDOW = timedelta(seconds=10)
-# A change younger than this may still be on its way through the layer: the
-# poll leaves it to its own push (else a console, and a CRM framing it, could
-# see a poll's "updated" before the "identified" it repeats).
+# A change younger than this may not have reached this hub's queue yet (made
+# by another process, or committed a moment ago): the poll leaves it to its
+# own push (else a console, and a CRM framing it, could see a poll's
+# "updated" before the "identified" it repeats).
 CATCH_UP_GRACE = timedelta(seconds=2)
 PUBLISH_WAIT_SECONDS = 2.0
 PUBLISH_BATCH = 200  # events in one channel-layer message, at most
@@ -153,7 +154,10 @@ class Hub:
     async def _trim_memory(self, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)
-            await asyncio.to_thread(release_free_memory)
+            try:
+                await asyncio.to_thread(release_free_memory)
+            except Exception:  # one failure must not end trimming for the process's life
+                log.exception("hub: handing freed memory back failed")
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         # A fresh context: the hub outlives the request or socket that started
@@ -180,7 +184,19 @@ class Hub:
         event loop on every push would serialise all writes behind the
         fan-out. One queue and one task keep the events in commit order.
         """
-        self.loop.call_soon_threadsafe(self._outbox.put_nowait, event)
+        self.loop.call_soon_threadsafe(self._queue, event)
+
+    def _queue(self, event: HubEvent) -> None:
+        # Pushed as far as the catch-up poll is concerned once it is queued:
+        # however long its delivery takes, the poll must not repeat it first.
+        if self._catching_up and "identity_updated_at" in event:
+            self._mark_pushed(event["conversation_id"], event["identity_updated_at"])
+        self._outbox.put_nowait(event)
+
+    def _mark_pushed(self, conversation_id: str, stamp: str) -> None:
+        self.pushed_identity[conversation_id] = max(
+            stamp, self.pushed_identity.get(conversation_id, "")
+        )
 
     async def published(self, timeout: float = PUBLISH_WAIT_SECONDS) -> None:
         """Return once every event queued so far is handed to the channel layer.
@@ -298,7 +314,7 @@ class Hub:
         if event["type"] == "hub.conversation":
             consoles = list(self.consoles)
             if "identity_updated_at" in event and self._catching_up:
-                self.pushed_identity[conversation_id] = event["identity_updated_at"]
+                self._mark_pushed(conversation_id, event["identity_updated_at"])
             if event["visitor"] is not None:  # "ended": nothing more will be posted
                 self._ended.append((time.monotonic(), conversation_id))
             self._forget_ended()

@@ -9,7 +9,6 @@ follows the load down again.
 """
 
 import ctypes
-import ctypes.util
 import logging
 import time
 from pathlib import Path
@@ -18,13 +17,13 @@ log = logging.getLogger(__name__)
 
 
 def _malloc_trim():
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
     try:
-        return ctypes.CDLL(name).malloc_trim  # glibc only
+        # The C library this process already has loaded: no lookup, no subprocess.
+        trim = ctypes.CDLL(None).malloc_trim  # glibc only
     except (OSError, AttributeError):
         return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
 
 
 _trim = _malloc_trim()

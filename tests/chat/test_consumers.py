@@ -486,4 +486,9 @@ async def test_an_answer_to_a_client_that_has_just_closed_is_dropped_without_a_t
 
     consumer.base_send = closed
     await consumer.send_frame({"type": "error", "code": "conversation_ended", "message": "Ended."})
-    assert sent and sent[0]["type"] == "websocket.send"
+    # Pushes that waited behind a replay, sent as the replay ends, and the
+    # visitor's own "ended": every send to the closed client, not just answers.
+    consumer.pending = ['{"type": "message", "sender": "agent"}']
+    await consumer.flush()
+    await consumer.send(text_data='{"type": "ended"}')
+    assert [m["type"] for m in sent] == ["websocket.send"] * 3

@@ -62,6 +62,7 @@ import re
 import shutil
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections import Counter
@@ -173,6 +174,7 @@ class Soak:
         self.identified: list[tuple[str, float]] = []  # (conversation id, a console saw it)
         self.ack_times: list[tuple[float, float]] = []  # (first sent, acked)
         self.http: list[tuple[float, float, str, int | str]] = []  # (sent, answered, what, status)
+        self.loop_lag: list[tuple[float, float]] = []  # (when due, seconds late)
         self.windows: list[Window] = []
         self.processes: list[Process] = []
 
@@ -312,15 +314,23 @@ class Soak:
             window.note = "PostgreSQL started again"
 
     async def ready(self) -> bool:
-        """Every worker's /healthz answers 200 (database and channel layer)."""
+        """Every worker's /healthz answers 200 (database and channel layer).
+
+        Asked from a thread with a client of its own, like the prober: this
+        process also runs every socket of the load, and its event loop falls
+        behind after a fault (every client catching up at once); a check on
+        that loop measured the generator's backlog as the cluster's recovery."""
+        return await asyncio.to_thread(self._ready)
+
+    def _ready(self) -> bool:
         deadline = clock() + READY_TIMEOUT
-        async with httpx.AsyncClient(timeout=3) as client:
+        with httpx.Client(timeout=3) as client:
             while clock() < deadline:
                 with contextlib.suppress(httpx.HTTPError):
-                    answers = [await client.get(f"{w.url}/healthz") for w in self.cluster.workers]
+                    answers = [client.get(f"{w.url}/healthz") for w in self.cluster.workers]
                     if all(answer.status_code == 200 for answer in answers):
                         return True
-                await asyncio.sleep(0.2)
+                time.sleep(0.2)
         return False
 
     # --- Memory and the prober -----------------------------------------------------
@@ -354,22 +364,37 @@ class Soak:
             await asyncio.sleep(5)
 
     async def probe(self) -> None:
+        """The HTTP prober, in a thread of its own (see ``ready``)."""
+        stop = threading.Event()
+        try:
+            await asyncio.to_thread(self._probe, stop)
+        finally:
+            stop.set()
+
+    def _probe(self, stop: threading.Event) -> None:
         token = self.cluster.env["CP_API_TOKEN"]
         requests: list[tuple[str, dict[str, Any]]] = [
             ("GET /healthz", {"method": "GET", "url": "/healthz"}),
             ("POST /api/identify", {"method": "POST", "url": "/api/identify", "json": IDENTIFY,
                                     "headers": {"Authorization": f"Bearer {token}"}}),
         ]  # fmt: skip
-        async with httpx.AsyncClient(base_url=self.cluster.url, timeout=5) as client:
-            while True:
+        with httpx.Client(base_url=self.cluster.url, timeout=5) as client:
+            while not stop.is_set():
                 for what, request in requests:
                     sent = clock()
                     try:
-                        status: int | str = (await client.request(**request)).status_code
+                        status: int | str = client.request(**request).status_code
                     except httpx.HTTPError as error:
                         status = type(error).__name__
                     self.http.append((sent, clock(), what, status))
-                await asyncio.sleep(self.args.probe_every)
+                stop.wait(self.args.probe_every)
+
+    async def watch_loop(self, every: float = 0.5) -> None:
+        """How late this process's event loop wakes (the load generator's own backlog)."""
+        while True:
+            due = clock() + every
+            await asyncio.sleep(every)
+            self.loop_lag.append((due, clock() - due))
 
     async def close(self) -> None:
         for task in list(self.tasks):
@@ -584,6 +609,14 @@ def latency(samples: list[tuple[float, float]], windows: list[Window]) -> dict[s
     return {"samples": len(clear), "p50_ms": pct(clear, 0.5), "p99_ms": pct(clear, 0.99)}
 
 
+def loop_lag(samples: list[tuple[float, float]], soak: Soak) -> dict[str, float]:
+    """How late the generator's event loop woke, over the whole measured run, in ms."""
+    lags = [late for _, late in samples]
+    worst = max(samples, key=lambda sample: sample[1], default=(soak.t0, math.nan))
+    return {"p50_ms": pct(lags, 0.5), "p99_ms": pct(lags, 0.99), "max_ms": 1000 * worst[1],
+            "max_at_s": round(soak.at(worst[0]), 1)}  # fmt: skip
+
+
 async def drive(soak: Soak) -> dict[str, Any]:
     args, cluster = soak.args, soak.cluster
     cookie = await asyncio.to_thread(login, cluster.url)
@@ -602,6 +635,7 @@ async def drive(soak: Soak) -> dict[str, Any]:
     soak.t0 = clock()
     soak.track_processes()
     soak.spawn(soak.watch_memory())
+    soak.spawn(soak.watch_loop())
     plan = soak.schedule()
     soak.say(f"measuring for {args.duration:g} s; faults at "
              + (", ".join(f"{at:g} s {kind}" for at, kind in plan) or "none"))  # fmt: skip
@@ -680,6 +714,7 @@ def report(
         },
         "counts": dict(soak.counts), "error frames": dict(soak.errors),
         "load average": Path("/proc/loadavg").read_text().split()[:3],
+        "generator loop lag": loop_lag(soak.loop_lag, soak),
         "worker tracebacks": dict(tracebacks.most_common()),
     }  # fmt: skip
     failures = []
@@ -730,6 +765,10 @@ def show(result: dict[str, Any]) -> None:
               f"p99 {lat['p99_ms']:.0f} ms ({lat['samples']} samples)")  # fmt: skip
     print(f"  counts: {result['counts']}")
     print(f"  load average at the end: {' '.join(result['load average'])}")
+    lag = result["generator loop lag"]
+    print(f"  this load generator's event loop woke late by: p50 {lag['p50_ms']:.0f} ms, "
+          f"p99 {lag['p99_ms']:.0f} ms, max {lag['max_ms']:.0f} ms at {lag['max_at_s']:.0f} s "
+          "(its latencies include this)")  # fmt: skip
     print(f"  error frames: {result['error frames'] or 'none'}")
     print(f"  tracebacks in the worker logs, by the line before each: "
           f"{result['worker tracebacks'] or 'none'}")  # fmt: skip

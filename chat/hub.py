@@ -37,6 +37,7 @@ changed in the last few seconds and pushes those it has not pushed itself.
 import asyncio
 import contextvars
 import logging
+import math
 import secrets
 import time
 from collections import defaultdict, deque
@@ -73,6 +74,7 @@ CATCH_UP_WINDOW = timedelta(seconds=10)
 # "updated" before the "identified" it repeats).
 CATCH_UP_GRACE = timedelta(seconds=2)
 PUBLISH_WAIT_SECONDS = 2.0
+SLOW_LOG_SECONDS = 60.0  # answers sent before their push left: logged this often at most
 PUBLISH_BATCH = 200  # events in one channel-layer message, at most
 HEARTBEAT_SECONDS = 2.0
 HEARTBEAT_TIMEOUT = 3.0
@@ -121,6 +123,10 @@ class Hub:
         self._pings: dict[str, asyncio.Future[None]] = {}
         # Set when pushes may have been missed (the layer failed); cleared by a resync.
         self.gap = False
+        # Answers sent before their push left (``published``), not logged yet, and
+        # when that was last logged: one line a minute at most, not one an ack.
+        self._slow_answers = 0
+        self._slow_logged = -math.inf
 
     async def start(self) -> None:
         async with self._starting:
@@ -213,7 +219,12 @@ class Hub:
         try:
             await asyncio.wait_for(asyncio.shield(marker), timeout)
         except TimeoutError:
-            log.warning("hub: the channel layer is slow; acking before the push left")
+            self._slow_answers += 1
+            if time.monotonic() - self._slow_logged >= SLOW_LOG_SECONDS:
+                log.warning("hub: the channel layer is slow; answers go out before their push "
+                            "has left this process (%d since this was last logged)",
+                            self._slow_answers)  # fmt: skip
+                self._slow_answers, self._slow_logged = 0, time.monotonic()
 
     async def _publish(self, layer) -> None:
         """Hand queued events to the layer in batches: everything queued while

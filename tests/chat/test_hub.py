@@ -197,6 +197,32 @@ async def test_a_layer_outage_is_logged_once_with_its_cause_and_once_when_it_end
     assert failures[1].getMessage() == "hub: publishing again; 3 events were not published"
 
 
+async def test_answers_sent_before_their_push_left_are_logged_once_a_minute_not_each(
+    connect, agent_cookie, caplog, monkeypatch
+):
+    """While the layer is slow or down every ack waits its limit and goes out
+    anyway; the full-load soak logged a line for each (821 in one run)."""
+    await _console(connect, agent_cookie)
+    layer, hub = get_channel_layer(), await get_hub()
+    real_send, release = layer.group_send, asyncio.Event()
+
+    async def stuck(group: str, message: dict) -> None:
+        if message["type"] == "hub.batch":
+            await release.wait()
+        await real_send(group, message)
+
+    monkeypatch.setattr(layer, "group_send", stuck)
+    for n in range(4):
+        hub.publish_threadsafe(_event(1, f"slow{n}")["events"][0])
+        await hub.published(timeout=0.05)
+    release.set()
+    slow = [r.getMessage() for r in caplog.records if "is slow" in r.getMessage()]
+    assert slow == [
+        "hub: the channel layer is slow; answers go out before their push has left this "
+        "process (1 since this was last logged)"
+    ]
+
+
 async def test_the_in_memory_poll_leaves_a_fresh_change_to_its_push_then_catches_it(
     connect, agent_cookie, settings, monkeypatch
 ):

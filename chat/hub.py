@@ -195,14 +195,16 @@ class Hub:
     def _queue(self, event: HubEvent) -> None:
         # Pushed as far as the catch-up poll is concerned once it is queued:
         # however long its delivery takes, the poll must not repeat it first.
-        if self._catching_up and "identity_updated_at" in event:
-            self._mark_pushed(event["conversation_id"], event["identity_updated_at"])
+        self._mark_pushed(event)
         self._outbox.put_nowait(event)
 
-    def _mark_pushed(self, conversation_id: str, stamp: str) -> None:
-        self.pushed_identity[conversation_id] = max(
-            stamp, self.pushed_identity.get(conversation_id, "")
-        )
+    def _mark_pushed(self, event: HubEvent) -> None:
+        """Note the identity an event pushes, for the in-memory catch-up poll."""
+        if self._catching_up and "identity_updated_at" in event:
+            conversation_id, stamp = event["conversation_id"], event["identity_updated_at"]
+            self.pushed_identity[conversation_id] = max(
+                stamp, self.pushed_identity.get(conversation_id, "")
+            )
 
     async def published(self, timeout: float = PUBLISH_WAIT_SECONDS) -> None:
         """Return once every event queued so far is handed to the channel layer.
@@ -324,8 +326,7 @@ class Hub:
         conversation_id = event["conversation_id"]
         if event["type"] == "hub.conversation":
             consoles = list(self.consoles)
-            if "identity_updated_at" in event and self._catching_up:
-                self._mark_pushed(conversation_id, event["identity_updated_at"])
+            self._mark_pushed(event)
             if event["visitor"] is not None:  # "ended": nothing more will be posted
                 self._ended.append((time.monotonic(), conversation_id))
             self._forget_ended()

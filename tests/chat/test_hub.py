@@ -223,16 +223,9 @@ async def test_answers_sent_before_their_push_left_are_logged_once_a_minute_not_
     ]
 
 
-async def test_the_in_memory_poll_leaves_a_fresh_change_to_its_push_then_catches_it(
-    connect, agent_cookie, settings, monkeypatch
-):
-    """With the in-memory layer the hub polls for identity changes made by other
-    processes. A change committed a moment ago is still on its way to the hub:
-    pushing it from the poll too put an ``updated`` before the ``identified``
-    it repeated (a CRM framing the console was handed both). A change whose
-    push never comes is still pushed once the grace has passed."""
-    from chat.models import Conversation
-
+async def _identified_on_the_in_memory_layer(connect, agent_cookie, settings):
+    """A console, and a chat started and identified on it, on the in-memory layer
+    (the one with the catch-up poll)."""
     settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     channel_layers.backends.clear()
     console = await _console(connect, agent_cookie)
@@ -242,16 +235,38 @@ async def test_the_in_memory_poll_leaves_a_fresh_change_to_its_push_then_catches
     await console.receive_until(
         lambda f: f.get("event") == "identified" and f["conversation"]["id"] == conversation_id
     )
+    return console, conversation_id
 
-    def rename_without_a_push() -> None:  # as another process's commit whose push is late
+
+def _rename(conversation_id: str, name: str, *, push: bool) -> None:
+    """Change a conversation's identity, pushing ``updated`` after the commit or not."""
+    from chat.events import conversation_changed
+    from chat.models import Conversation
+
+    with transaction.atomic():
         conversation = Conversation.objects.get(pk=conversation_id)
-        conversation.identity = {**conversation.identity, "display_name": "Walter Inn"}
+        conversation.identity = {**conversation.identity, "display_name": name}
         conversation.identity_updated_at = timezone.now()
         conversation.save(update_fields=["identity", "identity_updated_at"])
+        if push:
+            conversation_changed(conversation, "updated", crm_handoff=False)
 
+
+async def test_the_in_memory_poll_leaves_a_fresh_change_to_its_push_then_catches_it(
+    connect, agent_cookie, settings, monkeypatch
+):
+    """With the in-memory layer the hub polls for identity changes made by other
+    processes. A change committed a moment ago is still on its way to the hub:
+    pushing it from the poll too put an ``updated`` before the ``identified``
+    it repeated (a CRM framing the console was handed both). A change whose
+    push never comes is still pushed once the grace has passed."""
+    console, conversation_id = await _identified_on_the_in_memory_layer(
+        connect, agent_cookie, settings
+    )
     grace = 4.0  # the wait for "nothing" below must end well inside it on a busy machine
     monkeypatch.setattr("chat.hub.CATCH_UP_GRACE", timedelta(seconds=grace))
-    await database_sync_to_async(rename_without_a_push)()
+    # As another process's commit, whose push comes late or never.
+    await database_sync_to_async(_rename)(conversation_id, "Walter Inn", push=False)
     assert await console.nothing(timeout=2 * CATCH_UP_INTERVAL + 0.5)  # polls ran, and waited
     frame = await console.receive(timeout=grace + CATCH_UP_INTERVAL + 3)
     assert frame["event"] == "updated"
@@ -265,17 +280,8 @@ async def test_the_in_memory_poll_does_not_repeat_a_push_that_is_slow_to_arrive(
     """A change this process pushed counts as pushed once it is queued: a push
     that takes longer than the poll's grace to arrive (a busy loop) still
     reaches the console once, with no poll's copy ahead of it."""
-    from chat.events import conversation_changed
-    from chat.models import Conversation
-
-    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
-    channel_layers.backends.clear()
-    console = await _console(connect, agent_cookie)
-    visitor = await connect("/ws/chat/")
-    await visitor.send({"type": "start", "email": "walter.inn@example.com"})
-    conversation_id = (await visitor.receive())["conversation_id"]
-    await console.receive_until(
-        lambda f: f.get("event") == "identified" and f["conversation"]["id"] == conversation_id
+    console, conversation_id = await _identified_on_the_in_memory_layer(
+        connect, agent_cookie, settings
     )
     layer = get_channel_layer()
     real_send, delay = layer.group_send, CATCH_UP_GRACE.total_seconds() + 2 * CATCH_UP_INTERVAL
@@ -287,15 +293,7 @@ async def test_the_in_memory_poll_does_not_repeat_a_push_that_is_slow_to_arrive(
 
     monkeypatch.setattr(layer, "group_send", slow)
 
-    def rename_and_push() -> None:
-        with transaction.atomic():
-            conversation = Conversation.objects.get(pk=conversation_id)
-            conversation.identity = {**conversation.identity, "display_name": "Walter Inn"}
-            conversation.identity_updated_at = timezone.now()
-            conversation.save(update_fields=["identity", "identity_updated_at"])
-            conversation_changed(conversation, "updated", crm_handoff=False)
-
-    await database_sync_to_async(rename_and_push)()
+    await database_sync_to_async(_rename)(conversation_id, "Walter Inn", push=True)
     frame = await console.receive(timeout=delay + 5)
     assert (frame["event"], frame["conversation"]["identity"]["display_name"]) == (
         "updated",
